@@ -1,0 +1,48 @@
+"""attrbench: a benchmark suite for attribution (saliency) methods of image classifiers."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .interfaces import AttributionMethod, EvalBatch, Metric  # noqa: E402
+
+
+def create_method(name: str, model, **options):
+    """Build an attribution method by registry name (or ``captum:<Class>``)."""
+    from .catalog import METHODS
+
+    return METHODS.get(name)(model, **options)
+
+
+def create_metric(name: str, **options):
+    from .catalog import METRICS
+
+    return METRICS.get(name)(**options)
+
+
+def list_methods() -> list[str]:
+    from .catalog import METHODS
+
+    return METHODS.names()
+
+
+def list_metrics() -> list[str]:
+    from .catalog import METRICS
+
+    return METRICS.names()
+
+
+def list_presets() -> list[str]:
+    from .catalog import PRESETS
+
+    return PRESETS.names()
+
+
+def list_models() -> list[str]:
+    from .catalog import MODELS
+
+    return MODELS.names()
+
+
+__all__ = ["AttributionMethod", "EvalBatch", "Metric", "create_method", "create_metric",
+           "list_methods", "list_metrics", "list_presets", "list_models", "__version__"]

@@ -1,0 +1,262 @@
+"""Reader for datasets in the PASCAL VOC directory layout.
+
+Layout (``root`` is the folder that holds these; ``VOCdevkit`` or ``VOCdevkit/VOC2007`` above it
+are also accepted)::
+
+    JPEGImages/<id>.jpg
+    Annotations/<id>.xml            objects: name, difficult, bndbox (1-based pixels)
+    SegmentationClass/<id>.png      palette PNG: 0 background, k+1 class k, 255 void
+    SegmentationObject/<id>.png     palette PNG: instance index, 255 void (not needed here)
+    ImageSets/Main/<split>.txt      image ids of the split
+    ImageSets/Segmentation/<split>.txt
+    classes.txt                     optional (attrbench extension): one class name per line;
+                                    without it the 20 PASCAL VOC classes are used
+
+Protocol (PAPER.md §1, §4):
+    * Images are resized to ``image_size`` x ``image_size`` (squashed, no crop) with bilinear
+      interpolation, then normalised with ``mean``/``std`` (ImageNet by default).
+    * Image labels are **all** annotated objects, difficult ones included (flagged in ``boxes``).
+    * Per-class masks come from ``SegmentationClass``, resized with nearest-neighbour
+      interpolation. *Deviation:* the paper resizes the PNG bilinearly and takes every non-zero
+      pixel, which grows masks by about one pixel at 224 px; nearest keeps class identities.
+    * Void pixels (255, object borders) are handled by ``void``: ``"foreground"`` (the paper's
+      choice) gives each void pixel to every present class whose mask lies within
+      ``void_radius`` pixels of it; ``"background"`` drops them; ``"ignore"`` is the same as
+      background for the masks (metrics that can ignore pixels do not exist yet).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .sample import IMAGENET_MEAN, IMAGENET_STD, Sample
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+
+class DataError(ValueError):
+    """A dataset file is missing or malformed; the message names the file and what is expected."""
+
+
+def find_voc_root(root: str | Path) -> Path:
+    """Accept ``VOCdevkit``, ``VOCdevkit/VOC2007`` or any folder holding ``JPEGImages``."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data root {root} does not exist")
+    if (root / "JPEGImages").is_dir():
+        return root
+    for cand in (root / "VOC2007", root / "VOCdevkit" / "VOC2007"):
+        if (cand / "JPEGImages").is_dir():
+            return cand
+    subs = sorted(p for p in root.iterdir() if p.is_dir() and (p / "JPEGImages").is_dir())
+    if len(subs) == 1:
+        return subs[0]
+    raise DataError(
+        f"{root} is not a VOC-layout dataset: expected a JPEGImages/ folder in it (or in "
+        f"VOC2007/ or VOCdevkit/VOC2007/ below it)"
+    )
+
+
+def read_class_names(root: Path) -> tuple[str, ...]:
+    path = root / "classes.txt"
+    if path.exists():
+        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        if not names:
+            raise DataError(f"{path} is empty; expected one class name per line")
+        if len(set(names)) != len(names):
+            raise DataError(f"{path} lists a class twice")
+        return names
+    return VOC_CLASSES
+
+
+def parse_voc_xml(path: Path, class_index: dict[str, int]) -> list[tuple]:
+    """Objects of one annotation file as (class_id, x0, y0, x1, y1, difficult), 0-based pixels."""
+    try:
+        tree = ET.parse(path)
+    except FileNotFoundError:
+        raise DataError(f"missing annotation file {path}") from None
+    except ET.ParseError as exc:
+        raise DataError(f"malformed annotation file {path}: {exc}") from None
+    out = []
+    for obj in tree.getroot().iter("object"):
+        name_el = obj.find("name")
+        if name_el is None or not (name_el.text or "").strip():
+            raise DataError(f"{path}: an <object> has no <name>")
+        name = name_el.text.strip()
+        if name not in class_index:
+            raise DataError(
+                f"{path}: unknown class name '{name}'; expected one of {sorted(class_index)}"
+            )
+        diff_el = obj.find("difficult")
+        difficult = bool(int(diff_el.text)) if diff_el is not None and diff_el.text else False
+        bb = obj.find("bndbox")
+        if bb is None:
+            box = (float("nan"),) * 4
+        else:
+            try:
+                box = tuple(float(bb.find(t).text) - 1.0 for t in ("xmin", "ymin", "xmax", "ymax"))
+            except (AttributeError, TypeError, ValueError):
+                raise DataError(f"{path}: malformed <bndbox> for '{name}'") from None
+        out.append((class_index[name], *box, difficult))
+    return out
+
+
+def _safe_child(root: Path, sub: str, name: str, suffix: str) -> Path:
+    """``root/sub/name+suffix``, refusing ids that would escape the data root."""
+    if "/" in name or "\\" in name or name in ("", ".", "..") or "\x00" in name:
+        raise DataError(f"invalid image id '{name}' in an ImageSets file of {root}")
+    return root / sub / f"{name}{suffix}"
+
+
+class VOCDataset(Dataset):
+    """Samples of one split of a VOC-layout dataset (see the module docstring).
+
+    Args:
+        root: dataset root (see :func:`find_voc_root`).
+        split: ``train``, ``val``, ``trainval`` or ``test`` (a file in ``ImageSets/Main``).
+        image_size: side of the square network input.
+        segmentation: ``"auto"`` loads masks where ``SegmentationClass/<id>.png`` exists;
+            ``"only"`` keeps only such images (the paper's evaluation set); ``"none"`` skips masks.
+        void: ``"foreground"``, ``"background"`` or ``"ignore"`` (see the module docstring).
+        limit: keep the first ``limit`` ids of the split.
+        cache: keep decoded samples in memory (for small datasets used for training).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "test",
+        image_size: int = 224,
+        segmentation: str = "auto",
+        void: str = "foreground",
+        void_radius: int = 3,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        limit: int | None = None,
+        cache: bool = False,
+    ) -> None:
+        if segmentation not in ("auto", "only", "none"):
+            raise ValueError(f"segmentation must be 'auto', 'only' or 'none', got {segmentation!r}")
+        if void not in ("foreground", "background", "ignore"):
+            raise ValueError(f"void must be 'foreground', 'background' or 'ignore', got {void!r}")
+        if not isinstance(image_size, int) or image_size < 8:
+            raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+        self.root = find_voc_root(root)
+        self.split = split
+        self.image_size = image_size
+        self.segmentation = segmentation
+        self.void = void
+        self.void_radius = void_radius
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.classes = read_class_names(self.root)
+        self.class_index = {c: i for i, c in enumerate(self.classes)}
+        split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
+        if not split_file.exists():
+            raise DataError(
+                f"missing split file {split_file}; expected a text file with one image id per "
+                f"line (ImageSets/Main/<split>.txt of the VOC layout)"
+            )
+        ids = [ln.split()[0] for ln in split_file.read_text().splitlines() if ln.strip()]
+        if segmentation == "only":
+            ids = [i for i in ids if _safe_child(self.root, "SegmentationClass", i, ".png").exists()]
+        if limit is not None:
+            ids = ids[:limit]
+        for i in ids:
+            _safe_child(self.root, "JPEGImages", i, ".jpg")
+        if not ids:
+            raise DataError(f"split '{split}' of {self.root} has no images")
+        self.ids = ids
+        self._cache: dict[int, Sample] | None = {} if cache else None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load_image(self, image_id: str) -> Image.Image:
+        path = _safe_child(self.root, "JPEGImages", image_id, ".jpg")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return im.convert("RGB")
+        except FileNotFoundError:
+            raise DataError(f"missing image file {path}") from None
+        except (OSError, SyntaxError) as exc:
+            raise DataError(f"unreadable image file {path}: {exc}") from None
+
+    def to_tensor(self, im: Image.Image) -> torch.Tensor:
+        s = self.image_size
+        if im.size != (s, s):
+            im = im.resize((s, s), Image.BILINEAR)
+        arr = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+        return (arr.float() / 255.0 - self.mean) / self.std
+
+    def load_masks(self, image_id: str, labels: torch.Tensor) -> torch.Tensor | None:
+        path = _safe_child(self.root, "SegmentationClass", image_id, ".png")
+        if self.segmentation == "none" or not path.exists():
+            return None
+        try:
+            with Image.open(path) as im:
+                if im.mode not in ("P", "L"):
+                    raise DataError(
+                        f"{path} has mode {im.mode}; expected a palette ('P') or grey ('L') "
+                        f"index PNG"
+                    )
+                seg = im.resize((self.image_size,) * 2, Image.NEAREST)
+                seg = torch.from_numpy(np.asarray(seg, dtype=np.uint8).copy()).long()
+        except DataError:
+            raise
+        except (OSError, SyntaxError) as exc:
+            raise DataError(f"unreadable mask file {path}: {exc}") from None
+        k = self.num_classes
+        bad = (seg > k) & (seg != 255)
+        if bad.any():
+            raise DataError(
+                f"{path} holds class index {int(seg[bad].max())}; expected 0..{k} or 255 (void)"
+            )
+        masks = torch.zeros(k, *seg.shape, dtype=torch.bool)
+        present = (seg >= 1) & (seg <= k)
+        idx = (seg[present] - 1)
+        masks[idx, *torch.nonzero(present, as_tuple=True)] = True
+        void = seg == 255
+        if self.void == "foreground" and void.any():
+            r = self.void_radius
+            near = torch.nn.functional.max_pool2d(
+                masks.float().unsqueeze(0), kernel_size=2 * r + 1, stride=1, padding=r
+            )[0] > 0
+            masks |= near & void.unsqueeze(0)
+        return masks
+
+    def __getitem__(self, index: int) -> Sample:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        image_id = self.ids[index]
+        im = self.load_image(image_id)
+        w0, h0 = im.size
+        objects = parse_voc_xml(_safe_child(self.root, "Annotations", image_id, ".xml"),
+                                self.class_index)
+        labels = torch.zeros(self.num_classes)
+        boxes = []
+        sx, sy = self.image_size / w0, self.image_size / h0
+        for c, x0, y0, x1, y1, diff in objects:
+            labels[c] = 1.0
+            boxes.append((c, x0 * sx, y0 * sy, (x1 + 1) * sx - 1, (y1 + 1) * sy - 1, diff))
+        masks = self.load_masks(image_id, labels)
+        sample = Sample(self.to_tensor(im), labels, masks, boxes, image_id)
+        if self._cache is not None:
+            self._cache[index] = sample
+        return sample

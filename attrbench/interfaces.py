@@ -1,0 +1,410 @@
+"""The two interfaces every benchmark component implements: :class:`AttributionMethod` and
+:class:`Metric`, plus :class:`EvalBatch`, the one object that carries a batch from the runner to
+the metrics.
+
+Data flow (DESIGN.md): dataset -> runner -> method -> metric -> result store. Methods map
+``(images, targets)`` to masks; metrics map an :class:`EvalBatch` to one score per image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["AttributionMethod", "Metric", "EvalBatch", "model_state_guard", "infer_num_classes"]
+
+
+# ---------------------------------------------------------------------------------- helpers
+def infer_num_classes(model: nn.Module, image_size: int = 32, device: torch.device | None = None) -> int:
+    """Number of logits of ``model``: its ``num_classes`` attribute, else one probe forward."""
+    k = getattr(model, "num_classes", None)
+    if isinstance(k, int) and k > 0:
+        return k
+    if device is None:
+        try:
+            device = next(model.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, image_size, image_size, device=device))
+    if out.ndim != 2:
+        raise ValueError(f"classifier must return (B, K) logits, got shape {tuple(out.shape)}")
+    return int(out.shape[1])
+
+
+def _all_hook_dicts(module: nn.Module) -> list[dict]:
+    names = (
+        "_forward_hooks",
+        "_forward_pre_hooks",
+        "_backward_hooks",
+        "_backward_pre_hooks",
+        "_state_dict_hooks",
+        "_load_state_dict_pre_hooks",
+    )
+    return [getattr(module, n) for n in names if hasattr(module, n)]
+
+
+@contextlib.contextmanager
+def model_state_guard(model: nn.Module) -> Iterator[None]:
+    """Restore the model's train/eval flags, ``requires_grad`` flags, parameter ``.grad`` and
+    hooks on exit, even when the body raises.
+
+    This is a safety net: methods remove their own hooks in ``finally`` blocks, and the contract
+    tests check that; the guard makes a buggy third-party method unable to leak state into the
+    next method's numbers.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    hooks = [(d, set(d.keys())) for m in model.modules() for d in _all_hook_dicts(m)]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, req, g in grads:
+            p.requires_grad_(req)
+            p.grad = g
+        for d, keys in hooks:
+            for k in list(d.keys()):
+                if k not in keys:
+                    del d[k]
+
+
+# ---------------------------------------------------------------------------------- methods
+class AttributionMethod:
+    """Base class of every attribution method.
+
+    Subclasses implement :meth:`_attribute` (and optionally :meth:`_attribute_all`). The public
+    :meth:`attribute` validates the inputs, runs the subclass under :func:`model_state_guard`
+    with gradients enabled only if the method needs them, and checks the output.
+
+    Contract:
+        ``attribute(images (B,3,H,W) float, targets (B,) long) -> (B,H,W) float`` on the input's
+        device, at input resolution. Hyperparameters go to ``__init__``, are validated there and
+        are exposed by :attr:`options` (recorded in the results).
+
+    Class attributes describe what the method needs:
+        ``black_box`` (only forward passes of the classifier), ``needs_gradients``,
+        ``needs_checkpoint`` (a trained network of its own), ``needs_ground_truth`` (the
+        ``ideal`` sanity row), ``stochastic`` (draws random numbers; then seeded).
+    """
+
+    name: ClassVar[str] = "base"
+    black_box: ClassVar[bool] = False
+    needs_gradients: ClassVar[bool] = False
+    needs_checkpoint: ClassVar[bool] = False
+    needs_ground_truth: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
+    #: A method whose ``attribute_all`` costs about one ``attribute`` call (RISE, Explainer).
+    all_classes_at_once: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, **options: Any) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.options: dict[str, Any] = dict(options)
+        self._num_classes: int | None = None
+
+    # -- helpers for subclasses
+    @property
+    def num_classes(self) -> int:
+        if self._num_classes is None:
+            self._num_classes = infer_num_classes(self.model)
+        return self._num_classes
+
+    @staticmethod
+    def _check_positive(name: str, value: Any, integer: bool = False) -> None:
+        if integer and (not isinstance(value, int) or isinstance(value, bool)):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+    @staticmethod
+    def _check_fraction(name: str, value: Any, closed: bool = False) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and (0 <= value <= 1 if closed else 0 < value < 1)
+        if not ok:
+            rng = "[0, 1]" if closed else "(0, 1)"
+            raise ValueError(f"{name} must be in {rng}, got {value!r}")
+
+    def _validate(self, images: Tensor, targets: Tensor | None) -> None:
+        if not isinstance(images, Tensor):
+            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(f"images must be a floating tensor, got {images.dtype}")
+        if targets is None:
+            return
+        if not isinstance(targets, Tensor):
+            raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+        if targets.ndim != 1 or targets.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"targets must have shape (B,) = ({images.shape[0]},) to match the images, "
+                f"got {tuple(targets.shape)}"
+            )
+        if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise TypeError(f"targets must be an integer tensor, got {targets.dtype}")
+        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= self.num_classes):
+            raise ValueError(
+                f"targets must be class ids in [0, {self.num_classes - 1}], got "
+                f"{targets.tolist()}"
+            )
+
+    # -- public API
+    def attribute(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        *,
+        gt_masks: Tensor | None = None,
+        seeds: Tensor | None = None,
+    ) -> Tensor:
+        """One saliency map per (image, target class).
+
+        Args:
+            images: (B, 3, H, W) normalised images.
+            targets: (B,) class ids, one per image.
+            gt_masks: (B, H, W) ground-truth masks of the targets; used only by methods with
+                ``needs_ground_truth`` (the ``ideal`` sanity row).
+            seeds: (B,) per-image integer seeds for stochastic methods, so that the result of an
+                image does not depend on the batch it is in. Default: ``0`` for every image.
+
+        Returns:
+            (B, H, W) float maps on the images' device.
+        """
+        self._validate(images, targets)
+        if self.needs_ground_truth and gt_masks is None:
+            raise ValueError(f"method '{self.name}' needs gt_masks (B, H, W)")
+        targets = targets.to(device=images.device, dtype=torch.long)
+        if seeds is None:
+            seeds = torch.zeros(images.shape[0], dtype=torch.long)
+        with model_state_guard(self.model), torch.set_grad_enabled(self.needs_gradients):
+            out = self._attribute(images.detach(), targets, gt_masks=gt_masks, seeds=seeds)
+        b, _, h, w = images.shape
+        if out.shape != (b, h, w):
+            raise RuntimeError(
+                f"method '{self.name}' returned shape {tuple(out.shape)}, expected {(b, h, w)}"
+            )
+        return out.detach().float()
+
+    def attribute_all(self, images: Tensor, *, seeds: Tensor | None = None) -> Tensor:
+        """Maps for every class: (B, K, H, W). Default: one :meth:`attribute` call per class."""
+        self._validate(images, None)
+        if seeds is None:
+            seeds = torch.zeros(images.shape[0], dtype=torch.long)
+        with model_state_guard(self.model), torch.set_grad_enabled(self.needs_gradients):
+            out = self._attribute_all(images.detach(), seeds=seeds)
+        b, _, h, w = images.shape
+        if out.shape != (b, self.num_classes, h, w):
+            raise RuntimeError(
+                f"method '{self.name}' returned shape {tuple(out.shape)} from attribute_all, "
+                f"expected {(b, self.num_classes, h, w)}"
+            )
+        return out.detach().float()
+
+    def _attribute(
+        self, images: Tensor, targets: Tensor, *, gt_masks: Tensor | None, seeds: Tensor
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def _attribute_all(self, images: Tensor, *, seeds: Tensor) -> Tensor:
+        if self.needs_ground_truth:
+            raise ValueError(f"method '{self.name}' cannot produce masks without ground truth")
+        b = images.shape[0]
+        maps = []
+        for k in range(self.num_classes):
+            t = torch.full((b,), k, dtype=torch.long, device=images.device)
+            maps.append(self._attribute(images, t, gt_masks=None, seeds=seeds))
+        return torch.stack(maps, dim=1)
+
+    def describe(self) -> dict[str, Any]:
+        """Name, class attributes and options, as recorded in the results."""
+        return {
+            "name": self.name,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "black_box": self.black_box,
+            "needs_gradients": self.needs_gradients,
+            "stochastic": self.stochastic,
+            "options": {k: _jsonable(v) for k, v in self.options.items()},
+        }
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{type(self).__name__}({opts})"
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, nn.Module):
+        return type(v).__name__
+    return repr(v)
+
+
+# ---------------------------------------------------------------------------------- metrics
+@dataclass
+class EvalBatch:
+    """Everything a metric may look at for one batch of images and one method.
+
+    Shapes: B images, P = number of (image, ground-truth class) pairs, K classes.
+
+    Attributes:
+        images: (B, 3, H, W) normalised images.
+        labels: (B, K) multi-hot ground-truth labels.
+        pair_image: (P,) index into the batch of each pair.
+        pair_class: (P,) class id of each pair.
+        class_masks: (P, H, W) the method's mask for each pair, in [0, 1] after the runner's
+            check (values outside are an error recorded as a failure).
+        merged: (B, H, W) the pixel-wise max of an image's class masks (paper protocol).
+        gt_masks: (B, K, H, W) bool per-class ground truth, or None when the dataset has none.
+        has_gt: (B,) bool, whether image b has segmentation ground truth.
+        boxes: per image, a list of (class_id, x0, y0, x1, y1, difficult) in pixel coordinates
+            of the (resized) image; empty when the format has none.
+        model: the frozen classifier (eval mode).
+        method: the attribution method (for metrics that need more masks), or None.
+        method_name: registry name of the method.
+        image_ids: stable sample ids.
+        seeds: (B,) per-image seeds.
+        time_ms: (B,) milliseconds the method spent per image in this batch (NaN if unknown).
+        extras: free-form per-batch values from the runner (e.g. model call counts).
+    """
+
+    images: Tensor
+    labels: Tensor
+    pair_image: Tensor
+    pair_class: Tensor
+    class_masks: Tensor
+    merged: Tensor
+    gt_masks: Tensor | None = None
+    has_gt: Tensor | None = None
+    boxes: Sequence[Sequence[tuple]] = ()
+    model: nn.Module | None = None
+    method: AttributionMethod | None = None
+    method_name: str = ""
+    image_ids: Sequence[str] = ()
+    seeds: Tensor | None = None
+    time_ms: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def gt_union(self) -> Tensor | None:
+        """(B, H, W) bool: union of all classes' ground truth."""
+        if self.gt_masks is None:
+            return None
+        return self.gt_masks.any(dim=1)
+
+    @property
+    def pair_gt(self) -> Tensor | None:
+        """(P, H, W) bool ground truth of each pair's class."""
+        if self.gt_masks is None:
+            return None
+        return self.gt_masks[self.pair_image, self.pair_class]
+
+    @staticmethod
+    def merge(class_masks: Tensor, pair_image: Tensor, batch_size: int) -> Tensor:
+        """Pixel-wise max of the class masks of each image: (P,H,W) -> (B,H,W)."""
+        p, h, w = class_masks.shape
+        out = torch.full(
+            (batch_size, h * w), -math.inf, dtype=class_masks.dtype, device=class_masks.device
+        )
+        out.scatter_reduce_(
+            0,
+            pair_image.to(class_masks.device).view(-1, 1).expand(p, h * w),
+            class_masks.reshape(p, h * w),
+            reduce="amax",
+            include_self=True,
+        )
+        out = torch.where(torch.isinf(out), torch.zeros_like(out), out)
+        return out.view(batch_size, h, w)
+
+
+class Metric:
+    """Base class of every metric: a thin accumulator around pure tensor functions.
+
+    Subclasses set the class attributes and implement :meth:`score`, which returns one value per
+    image of the batch: a float (NaN = not defined for that image, e.g. no ground truth; such
+    images are counted, never scored) or, for per-class metrics, a dict ``{class_id: float}``.
+    :meth:`aggregate` turns the stored per-image values into the summary number; the default is
+    the mean over images with a finite value.
+
+    Class attributes:
+        name: the name used in tables and files.
+        higher_is_better: direction, shown as ↑/↓ in tables.
+        version: bumped on any change of definition (CI regression baselines check it).
+        definition: one line shown in tables and the report.
+        needs: what the metric reads from the batch: a subset of
+            ``{"gt", "model", "method", "boxes", "time"}``.
+    """
+
+    name: ClassVar[str] = "base"
+    higher_is_better: ClassVar[bool] = True
+    version: ClassVar[int] = 1
+    definition: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+    #: a per-image value is a dict class -> value (aggregated per class first)
+    per_class: ClassVar[bool] = False
+
+    def __init__(self, **options: Any) -> None:
+        self.options: dict[str, Any] = dict(options)
+        self._values: list[Any] = []
+
+    def score(self, batch: EvalBatch) -> list[Any]:
+        raise NotImplementedError
+
+    def update(self, batch: EvalBatch) -> list[Any]:
+        values = self.score(batch)
+        if len(values) != batch.batch_size:
+            raise RuntimeError(
+                f"metric '{self.name}' returned {len(values)} values for {batch.batch_size} images"
+            )
+        self._values.extend(values)
+        return values
+
+    def compute(self) -> float:
+        return self.aggregate(self._values)
+
+    def reset(self) -> None:
+        self._values = []
+
+    @classmethod
+    def image_value(cls, value: Any) -> float:
+        """Reduce one stored per-image value to a float (per-class dicts: their mean)."""
+        if isinstance(value, dict):
+            vals = [float(v) for v in value.values() if v is not None and math.isfinite(float(v))]
+            return sum(vals) / len(vals) if vals else math.nan
+        if value is None:
+            return math.nan
+        return float(value)
+
+    @classmethod
+    def aggregate(cls, values: Sequence[Any]) -> float:
+        """Summary value from per-image values. Default: mean of the finite per-image values."""
+        vals = [cls.image_value(v) for v in values]
+        vals = [v for v in vals if math.isfinite(v)]
+        return sum(vals) / len(vals) if vals else math.nan
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "name": cls.name,
+            "higher_is_better": cls.higher_is_better,
+            "version": cls.version,
+            "definition": cls.definition,
+        }
+
+
+MetricFn = Callable[[EvalBatch], list]

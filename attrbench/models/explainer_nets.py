@@ -1,0 +1,91 @@
+"""Segmentation networks used as Explainers: K logit maps at input resolution.
+
+* ``deeplabv3_resnet50``: the paper's Explainer (torchvision DeepLabv3-ResNet50, no auxiliary
+  head). The paper's torchvision 0.11 loaded an ImageNet backbone by default; here the backbone
+  weights are read from a given file or the local torch cache, otherwise the backbone is random
+  and a warning says so (nothing is downloaded).
+* ``unet_small``: a 3-level U-Net for the synthetic preset (CPU-sized; documented deviation).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+    )
+
+
+class SmallUNet(nn.Module):
+    """U-Net with three resolutions (widths 16/32/64 by default) and a 1x1 head to K logits.
+
+    Deviation from the paper: the paper uses DeepLabv3-ResNet50 with an ImageNet backbone; the
+    synthetic preset needs a network that trains on two CPU cores in minutes.
+    """
+
+    def __init__(self, num_classes: int, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        a, b, c = widths
+        self.enc1 = _block(3, a)
+        self.enc2 = _block(a, b)
+        self.enc3 = _block(b, c)
+        self.pool = nn.MaxPool2d(2)
+        self.up2 = nn.ConvTranspose2d(c, b, 2, stride=2)
+        self.dec2 = _block(2 * b, b)
+        self.up1 = nn.ConvTranspose2d(b, a, 2, stride=2)
+        self.dec1 = _block(2 * a, a)
+        self.head = nn.Conv2d(a, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % 4 or w % 4:
+            raise ValueError(f"SmallUNet needs H and W divisible by 4, got {h}x{w}")
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        e3 = self.enc3(self.pool(e2))
+        d2 = self.dec2(torch.cat([self.up2(e3), e2], 1))
+        d1 = self.dec1(torch.cat([self.up1(d2), e1], 1))
+        return self.head(d1)
+
+
+class _DeepLabWrapper(nn.Module):
+    def __init__(self, net: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.net = net
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)["out"]
+
+
+def deeplabv3_resnet50(num_classes: int, backbone_weights: str | Path | None = None) -> nn.Module:
+    """The paper's Explainer: DeepLabv3-ResNet50 with K output channels, no auxiliary head."""
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models.segmentation import deeplabv3_resnet50 as tv_deeplab
+
+    net = tv_deeplab(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+    fname = Path(ResNet50_Weights.IMAGENET1K_V1.url).name
+    cand = Path(backbone_weights) if backbone_weights else (
+        Path(torch.hub.get_dir()) / "checkpoints" / fname)
+    if cand.exists():
+        sd = torch.load(cand, map_location="cpu", weights_only=True)
+        sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+        missing, _ = net.backbone.load_state_dict(sd, strict=False)
+        if missing:
+            raise ValueError(f"{cand} is not a ResNet-50 state dict (missing {missing[:3]}...)")
+    else:
+        warnings.warn(
+            f"No ImageNet ResNet-50 weights found at {cand}; the Explainer's backbone starts "
+            f"from random weights (the paper starts from ImageNet). Put {fname} there or pass "
+            f"--imagenet-weights FILE.",
+            stacklevel=2,
+        )
+    return _DeepLabWrapper(net, num_classes)

@@ -1,0 +1,149 @@
+"""Presets: a dataset, a classifier, an Explainer checkpoint and every method's settings, bundled
+under one name (DESIGN.md, "Presets").
+
+A preset is a frozen dataclass so that it can be recorded verbatim in a run's ``config.json``.
+Paths that start with ``package:`` name files shipped inside ``attrbench/weights``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .data.sample import IMAGENET_MEAN, IMAGENET_STD
+
+# The synthetic images are small and have a different colour distribution from ImageNet; we
+# still normalise with ImageNet statistics so that "0 in normalised space" is the same masking
+# baseline as in the paper (the dataset mean colour of ImageNet).
+
+
+@dataclass(frozen=True)
+class ExplainerLossWeights:
+    """Weights of the Explainer loss (PAPER.md §4): L_c + λ_e L_e + λ_a(...) + λ_tv L_tv."""
+
+    entropy: float = 1.0
+    tv: float = 1.0
+    area_constraint: float = 1.0
+    target_area: float = 0.1
+    nontarget_area: float = 0.3
+    class_min_area: float = 0.05
+    class_max_area: float = 0.30
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    lr: float = 1e-5
+    batch_size: int = 16
+    max_epochs: int = 1000
+    patience: int = 5
+    min_delta: float = 1e-3
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything a run needs besides the command-line overrides."""
+
+    name: str
+    description: str
+    dataset: str  # "synthetic" | "voc" | "coco"
+    image_size: int
+    classifier: str
+    classifier_weights: str | None
+    explainer_arch: str
+    explainer_weights: str | None
+    rt_saliency_weights: str | None = None
+    split: str = "test"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    batch_size: int = 16
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default_methods: tuple[str, ...] | None = None
+    default_metrics: tuple[str, ...] | None = None
+    classifier_train: TrainSettings = TrainSettings()
+    explainer_train: TrainSettings = TrainSettings()
+    explainer_loss: ExplainerLossWeights = ExplainerLossWeights()
+    data_root: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_weights(path: str | None) -> Path | None:
+    """``package:<file>`` -> the shipped file; anything else is a filesystem path."""
+    if path is None:
+        return None
+    if path.startswith("package:"):
+        return Path(str(resources.files("attrbench") / "weights" / path[len("package:"):]))
+    return Path(path).expanduser()
+
+
+SYNTHETIC = Preset(
+    name="synthetic",
+    description="Built-in shapes dataset (64 px, 6 classes, exact masks); runs on CPU in minutes",
+    dataset="synthetic",
+    image_size=64,
+    classifier="synthetic_cnn",
+    classifier_weights="package:synthetic_cnn.pt",
+    explainer_arch="unet_small",
+    explainer_weights="package:synthetic_explainer.pt",
+    rt_saliency_weights="package:synthetic_rt_saliency.pt",
+    batch_size=50,
+    method_options={
+        # Cheaper than the paper's settings so that the default run stays within minutes on a
+        # 2-core CPU; the table's method column shows them (see README).
+        "rise": {"num_masks": 1000, "num_cells": 7, "p": 0.5, "batch_size": 500},
+        "extremal_perturbations": {"areas": [0.05, 0.1, 0.2], "max_iter": 60},
+        "igos_pp": {"iterations": 5, "ig_iter": 5, "mask_size": 8},
+    },
+    classifier_train=TrainSettings(lr=2e-3, batch_size=64, max_epochs=16, patience=4, seed=42),
+    explainer_train=TrainSettings(lr=1e-3, batch_size=32, max_epochs=8, patience=3, seed=42),
+    explainer_loss=ExplainerLossWeights(
+        entropy=1.0, tv=1.0, area_constraint=1.0, target_area=0.1, nontarget_area=0.3,
+        class_min_area=0.02, class_max_area=0.20,
+    ),
+)
+
+
+def _paper_preset(dataset: str, arch: str) -> Preset:
+    k_lr = {("voc", "vgg16"): 1e-5, ("voc", "resnet50"): 1e-4,
+            ("coco", "vgg16"): 1e-5, ("coco", "resnet50"): 1e-4}
+    loss = {
+        ("voc", "vgg16"): ExplainerLossWeights(),
+        ("voc", "resnet50"): ExplainerLossWeights(entropy=3.0, area_constraint=0.8,
+                                                  target_area=0.01),
+        ("coco", "vgg16"): ExplainerLossWeights(tv=0.3, area_constraint=0.3, target_area=0.03,
+                                                nontarget_area=0.1),
+        ("coco", "resnet50"): ExplainerLossWeights(entropy=3.0, tv=0.05, area_constraint=0.1,
+                                                   target_area=0.01, nontarget_area=0.03),
+    }[(dataset, arch)]
+    e_lr = {("voc", "vgg16"): 1e-5, ("voc", "resnet50"): 1e-4,
+            ("coco", "vgg16"): 1e-5, ("coco", "resnet50"): 1e-5}[(dataset, arch)]
+    patience = 5 if dataset == "voc" else 2
+    year = "2007" if dataset == "voc" else "2014"
+    return Preset(
+        name=f"{dataset}{year}-{arch}",
+        description=f"Paper setting: {dataset.upper()}-{year}, {arch} classifier, DeepLabv3-ResNet50 "
+                    f"Explainer (user-supplied data and checkpoints)",
+        dataset=dataset,
+        image_size=224,
+        classifier=f"{arch}",
+        classifier_weights=None,
+        explainer_arch="deeplabv3_resnet50",
+        explainer_weights=None,
+        batch_size=16,
+        method_options={
+            "rise": {"num_masks": 8000, "num_cells": 7, "p": 0.5, "batch_size": 32},
+            "extremal_perturbations": {"areas": [0.05, 0.1, 0.2, 0.3], "max_iter": 800},
+            "igos_pp": {"iterations": 20, "ig_iter": 15, "mask_size": 28},
+        },
+        classifier_train=TrainSettings(lr=k_lr[(dataset, arch)], batch_size=16, patience=5),
+        explainer_train=TrainSettings(lr=e_lr, batch_size=16, patience=patience),
+        explainer_loss=loss,
+    )
+
+
+PRESET_OBJECTS = {p.name: p for p in [SYNTHETIC] + [
+    _paper_preset(d, a) for d in ("voc", "coco") for a in ("vgg16", "resnet50")]}

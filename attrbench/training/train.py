@@ -1,0 +1,253 @@
+"""Training of classifiers and Explainers on PyTorch Lightning (one training path for every
+preset; ``--devices/--strategy/--precision`` go straight to the Lightning ``Trainer``).
+
+* Classifier: BCE-with-logits, Adam, early stopping on ``val_loss`` (patience and min_delta of the
+  preset), best-``val_loss`` checkpoint; test-split mAP reported.
+* Explainer: the paper's loss (:func:`attrbench.training.losses.explainer_loss`) or the adapted
+  Real-Time Saliency loss, against a frozen classifier kept in eval mode throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..data import open_dataset
+from ..models import (build_classifier, build_explainer_net, fingerprint, load_classifier,
+                      save_classifier, save_explainer)
+from ..presets import Preset, resolve_weights
+from .losses import explainer_loss, rt_saliency_alternative, rt_saliency_loss
+
+
+def _collate_xy(samples):
+    return torch.stack([s.image for s in samples]), torch.stack([s.labels for s in samples])
+
+
+def _loaders(preset: Preset, data_root: str | None, batch_size: int, limit: int | None = None):
+    train = open_dataset(preset, "train", data_root=data_root, segmentation="none", cache=True,
+                         limit=limit)
+    val = open_dataset(preset, "val", data_root=data_root, segmentation="none", cache=True,
+                       limit=None if limit is None else max(limit // 5, 8))
+    g = torch.Generator().manual_seed(preset.classifier_train.seed)
+    tl = DataLoader(train, batch_size=batch_size, shuffle=True, collate_fn=_collate_xy,
+                    generator=g, num_workers=0)
+    vl = DataLoader(val, batch_size=batch_size * 2, shuffle=False, collate_fn=_collate_xy)
+    return train, tl, vl
+
+
+def _lightning():
+    import lightning.pytorch as pl
+
+    return pl
+
+
+def mean_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Macro mean over classes of average precision (classes without positives skipped)."""
+    aps = []
+    for k in range(labels.shape[1]):
+        y = labels[:, k] > 0.5
+        if not y.any():
+            continue
+        order = torch.argsort(scores[:, k], descending=True, stable=True)
+        yk = y[order].float()
+        tp = yk.cumsum(0)
+        precision = tp / torch.arange(1, len(yk) + 1)
+        aps.append(float((precision * yk).sum() / yk.sum()))
+    return sum(aps) / len(aps) if aps else float("nan")
+
+
+def _make_classifier_module(model: nn.Module, lr: float):
+    pl = _lightning()
+
+    class ClassifierModule(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.loss_fn = nn.BCEWithLogitsLoss()
+
+        def forward(self, x):
+            return self.model(x)
+
+        def _step(self, batch, stage):
+            x, y = batch
+            if stage == "train":  # horizontal flips: labels are flip-invariant
+                flip = torch.rand(x.shape[0], device=x.device) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            loss = self.loss_fn(self.model(x), y)
+            self.log(f"{stage}_loss", loss, prog_bar=True, on_epoch=True, on_step=stage == "train",
+                     batch_size=x.shape[0], sync_dist=stage != "train")
+            return loss
+
+        def training_step(self, batch, _):
+            return self._step(batch, "train")
+
+        def validation_step(self, batch, _):
+            return self._step(batch, "val")
+
+        def configure_optimizers(self):
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            return torch.optim.Adam(params, lr=lr)
+
+    return ClassifierModule()
+
+
+def _trainer(out: Path, settings, devices, strategy, precision, max_epochs, max_steps,
+             progress: bool, accelerator: str = "auto"):
+    pl = _lightning()
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val_loss", mode="min",
+                           save_top_k=1, save_last=True, filename="best")
+    es = EarlyStopping(monitor="val_loss", patience=settings.patience, min_delta=settings.min_delta,
+                       mode="min")
+    return pl.Trainer(
+        default_root_dir=str(out), max_epochs=max_epochs or settings.max_epochs,
+        max_steps=max_steps if max_steps else -1, callbacks=[ckpt, es],
+        logger=CSVLogger(str(out), name="logs"), devices=devices, strategy=strategy,
+        precision=precision, accelerator=accelerator, enable_progress_bar=progress,
+        enable_model_summary=False, deterministic=False, log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    ), ckpt
+
+
+def train_classifier(
+    preset: Preset, out: str | Path, *, data_root: str | None = None, devices: Any = 1,
+    strategy: str = "auto", precision: str = "32-true", max_epochs: int | None = None,
+    max_steps: int | None = None, limit: int | None = None, resume: str | None = None,
+    progress: bool = True, accelerator: str = "auto",
+) -> dict[str, Any]:
+    """Train the preset's classifier; writes ``classifier.pt`` and ``train_summary.json``."""
+    pl = _lightning()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    s = preset.classifier_train
+    pl.seed_everything(s.seed, workers=True)
+    train, tl, vl = _loaders(preset, data_root, s.batch_size, limit)
+    model = build_classifier(preset.classifier, train.num_classes)
+    module = _make_classifier_module(model, s.lr)
+    trainer, ckpt = _trainer(out, s, devices, strategy, precision, max_epochs, max_steps, progress,
+                             accelerator)
+    t0 = time.perf_counter()
+    trainer.fit(module, tl, vl, ckpt_path=resume)
+    seconds = time.perf_counter() - t0
+    if ckpt.best_model_path:
+        best = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(best["state_dict"])
+    model = module.model.cpu().eval()
+    summary: dict[str, Any] = {"train_seconds": round(seconds, 1),
+                               "epochs": trainer.current_epoch,
+                               "best_val_loss": float(ckpt.best_model_score or float("nan"))}
+    if trainer.is_global_zero:
+        test = open_dataset(preset, preset.split, data_root=data_root, segmentation="none",
+                            limit=limit)
+        summary["test_map"] = evaluate_map(model, test)
+        save_classifier(model, out / "classifier.pt", preset.classifier, list(train.classes),
+                        preset=preset.name, **summary)
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@torch.no_grad()
+def evaluate_map(model: nn.Module, dataset, batch_size: int = 256) -> float:
+    model.eval()
+    scores, labels = [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size, collate_fn=_collate_xy):
+        scores.append(model(x))
+        labels.append(y)
+    return mean_average_precision(torch.cat(scores), torch.cat(labels))
+
+
+def _make_explainer_module(net: nn.Module, classifier: nn.Module, preset: Preset, loss: str, lr: float):
+    pl = _lightning()
+    w = preset.explainer_loss
+
+    class ExplainerModule(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.classifier = classifier
+            for p in self.classifier.parameters():
+                p.requires_grad_(False)
+            self.classifier.eval()
+
+        def train(self, mode: bool = True):  # the Explanandum stays frozen in eval mode
+            super().train(mode)
+            self.classifier.eval()
+            return self
+
+        def _step(self, batch, stage):
+            x, y = batch
+            seg = self.net(x)
+            if loss == "explainer":
+                terms = explainer_loss(
+                    seg, x, y, self.classifier, entropy=w.entropy, tv=w.tv,
+                    area_constraint=w.area_constraint, target_area=w.target_area,
+                    nontarget_area=w.nontarget_area, class_min_area=w.class_min_area,
+                    class_max_area=w.class_max_area)
+            else:
+                terms = rt_saliency_loss(seg, x, y, self.classifier,
+                                         alt=rt_saliency_alternative(x))
+            for k, v in terms.items():
+                self.log(f"{stage}_{k}" if k != "loss" else f"{stage}_loss", v,
+                         prog_bar=k == "loss", on_epoch=True, on_step=stage == "train" and k == "loss",
+                         batch_size=x.shape[0], sync_dist=stage != "train")
+            return terms["loss"]
+
+        def training_step(self, batch, _):
+            return self._step(batch, "train")
+
+        def validation_step(self, batch, _):
+            return self._step(batch, "val")
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.net.parameters(), lr=lr)
+
+    return ExplainerModule()
+
+
+def train_explainer(
+    preset: Preset, out: str | Path, *, classifier_checkpoint: str | None = None,
+    loss: str = "explainer", data_root: str | None = None, devices: Any = 1,
+    strategy: str = "auto", precision: str = "32-true", max_epochs: int | None = None,
+    max_steps: int | None = None, limit: int | None = None, resume: str | None = None,
+    progress: bool = True, accelerator: str = "auto",
+) -> dict[str, Any]:
+    """Train an Explainer (``loss="explainer"``) or RT-Saliency (``loss="rt_saliency"``)."""
+    if loss not in ("explainer", "rt_saliency"):
+        raise ValueError(f"loss must be 'explainer' or 'rt_saliency', got {loss!r}")
+    pl = _lightning()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    s = preset.explainer_train
+    pl.seed_everything(s.seed, workers=True)
+    train, tl, vl = _loaders(preset, data_root, s.batch_size, limit)
+    ck_path = classifier_checkpoint or resolve_weights(preset.classifier_weights)
+    if ck_path is None:
+        raise ValueError(f"preset '{preset.name}' has no classifier checkpoint; pass "
+                         f"--classifier-checkpoint FILE")
+    classifier, cmeta = load_classifier(ck_path, None, train.num_classes)
+    net = build_explainer_net(preset.explainer_arch, train.num_classes)
+    module = _make_explainer_module(net, classifier, preset, loss, s.lr)
+    trainer, ckpt = _trainer(out, s, devices, strategy, precision, max_epochs, max_steps, progress,
+                             accelerator)
+    t0 = time.perf_counter()
+    trainer.fit(module, tl, vl, ckpt_path=resume)
+    seconds = time.perf_counter() - t0
+    if ckpt.best_model_path:
+        best = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(best["state_dict"])
+    summary = {"train_seconds": round(seconds, 1), "epochs": trainer.current_epoch,
+               "best_val_loss": float(ckpt.best_model_score or float("nan")), "loss": loss}
+    if trainer.is_global_zero:
+        name = "explainer.pt" if loss == "explainer" else "rt_saliency.pt"
+        save_explainer(module.net.cpu(), out / name, preset.explainer_arch, train.num_classes,
+                       fingerprint(classifier), loss, preset=preset.name, **summary)
+        (out / f"train_summary_{loss}.json").write_text(json.dumps(summary, indent=2))
+    return summary
