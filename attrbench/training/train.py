@@ -62,7 +62,16 @@ def mean_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return sum(aps) / len(aps) if aps else float("nan")
 
 
-def _make_classifier_module(model: nn.Module, lr: float):
+def _optimizers(module, params, settings):
+    opt = torch.optim.Adam(params, lr=settings.lr)
+    if getattr(settings, "schedule", "constant") == "onecycle":
+        total = int(module.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    return opt
+
+
+def _make_classifier_module(model: nn.Module, settings):
     pl = _lightning()
 
     class ClassifierModule(pl.LightningModule):
@@ -92,7 +101,7 @@ def _make_classifier_module(model: nn.Module, lr: float):
 
         def configure_optimizers(self):
             params = [p for p in self.model.parameters() if p.requires_grad]
-            return torch.optim.Adam(params, lr=lr)
+            return _optimizers(self, params, settings)
 
     return ClassifierModule()
 
@@ -106,7 +115,7 @@ def _trainer(out: Path, settings, devices, strategy, precision, max_epochs, max_
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val_loss", mode="min",
                            save_top_k=1, save_last=True, filename="best")
     es = EarlyStopping(monitor="val_loss", patience=settings.patience, min_delta=settings.min_delta,
-                       mode="min")
+                       mode="min", check_on_train_epoch_end=False)
     return pl.Trainer(
         default_root_dir=str(out), max_epochs=max_epochs or settings.max_epochs,
         max_steps=max_steps if max_steps else -1, callbacks=[ckpt, es],
@@ -131,7 +140,7 @@ def train_classifier(
     pl.seed_everything(s.seed, workers=True)
     train, tl, vl = _loaders(preset, data_root, s.batch_size, limit)
     model = build_classifier(preset.classifier, train.num_classes)
-    module = _make_classifier_module(model, s.lr)
+    module = _make_classifier_module(model, s)
     trainer, ckpt = _trainer(out, s, devices, strategy, precision, max_epochs, max_steps, progress,
                              accelerator)
     t0 = time.perf_counter()
@@ -164,7 +173,8 @@ def evaluate_map(model: nn.Module, dataset, batch_size: int = 256) -> float:
     return mean_average_precision(torch.cat(scores), torch.cat(labels))
 
 
-def _make_explainer_module(net: nn.Module, classifier: nn.Module, preset: Preset, loss: str, lr: float):
+def _make_explainer_module(net: nn.Module, classifier: nn.Module, preset: Preset, loss: str,
+                           settings):
     pl = _lightning()
     w = preset.explainer_loss
 
@@ -207,7 +217,7 @@ def _make_explainer_module(net: nn.Module, classifier: nn.Module, preset: Preset
             return self._step(batch, "val")
 
         def configure_optimizers(self):
-            return torch.optim.Adam(self.net.parameters(), lr=lr)
+            return _optimizers(self, list(self.net.parameters()), settings)
 
     return ExplainerModule()
 
@@ -234,7 +244,7 @@ def train_explainer(
                          f"--classifier-checkpoint FILE")
     classifier, cmeta = load_classifier(ck_path, None, train.num_classes)
     net = build_explainer_net(preset.explainer_arch, train.num_classes)
-    module = _make_explainer_module(net, classifier, preset, loss, s.lr)
+    module = _make_explainer_module(net, classifier, preset, loss, s)
     trainer, ckpt = _trainer(out, s, devices, strategy, precision, max_epochs, max_steps, progress,
                              accelerator)
     t0 = time.perf_counter()
@@ -248,6 +258,7 @@ def train_explainer(
     if trainer.is_global_zero:
         name = "explainer.pt" if loss == "explainer" else "rt_saliency.pt"
         save_explainer(module.net.cpu(), out / name, preset.explainer_arch, train.num_classes,
-                       fingerprint(classifier), loss, preset=preset.name, **summary)
+                       fingerprint(classifier), loss, preset=preset.name,
+                       **{k: v for k, v in summary.items() if k != "loss"})
         (out / f"train_summary_{loss}.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,0 +1,295 @@
+"""The result store: one folder per run (DESIGN.md, "ResultStore").
+
+Files:
+    config.json     every resolved option, package/torch versions, git hash, device
+    scores.jsonl    one row per (image, method), appended and fsync'ed as produced:
+                    ``{"image_id", "method", "status": "ok"|"failed", "error", "scores": {...}}``
+    summary.json    per method and metric: value, 95 % CI (bootstrap over images), n, failures,
+                    higher_is_better, version, definition
+    summary.csv     one row per method, one column per metric
+    summary.md      the same table in Markdown, each metric marked ↑ or ↓
+
+Summary files are written atomically (temporary file + rename), so a crash never leaves a
+half-written summary. A killed run leaves at worst one truncated last line in ``scores.jsonl``;
+:class:`ResultStore` drops it on reopening, so a resumed run loses and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+SCHEMA_VERSION = 1
+
+
+class ConfigMismatchError(ValueError):
+    """An existing run folder was made with another configuration."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe values: NaN/inf -> None, tensors -> lists, dict keys -> str."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if hasattr(v, "tolist"):
+        return _clean(v.tolist())
+    return v
+
+
+def git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_info(device: str) -> dict[str, Any]:
+    import torch
+
+    import attrbench
+
+    info = {"attrbench": attrbench.__version__, "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "git": git_hash(), "device": device}
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+class ResultStore:
+    """A run folder. ``config`` is compared with an existing folder's ``config.json`` (the parts
+    that define the results, i.e. without the ``environment`` entry) and a mismatch is refused."""
+
+    def __init__(self, root: str | Path, config: dict[str, Any], environment: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.root / "config.json"
+        self.scores_path = self.root / "scores.jsonl"
+        config = _clean(config)
+        if self.config_path.exists():
+            old = json.loads(self.config_path.read_text())
+            if old.get("config") != config:
+                diff = sorted(k for k in set(old.get("config", {})) | set(config)
+                              if old.get("config", {}).get(k) != config.get(k))
+                raise ConfigMismatchError(
+                    f"{self.root} holds a run with another configuration (differs in: "
+                    f"{', '.join(diff)}); use another --out or the same options to resume")
+        else:
+            atomic_write_text(self.config_path, json.dumps(
+                {"schema": SCHEMA_VERSION, "config": config, "environment": _clean(environment)},
+                indent=2))
+        self.config = config
+        self._repair_tail()
+        self._done = {(r["image_id"], r["method"]) for r in self.rows()}
+        self._fh = open(self.scores_path, "a", encoding="utf-8")
+
+    def _repair_tail(self) -> None:
+        """Drop a truncated last line left by a killed process."""
+        if not self.scores_path.exists():
+            return
+        data = self.scores_path.read_bytes()
+        if not data:
+            return
+        keep = len(data)
+        if not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+        else:
+            last_start = data.rfind(b"\n", 0, len(data) - 1) + 1
+            try:
+                json.loads(data[last_start:])
+            except json.JSONDecodeError:
+                keep = last_start
+        if keep != len(data):
+            with open(self.scores_path, "r+b") as f:
+                f.truncate(keep)
+
+    def done(self, image_id: str, method: str) -> bool:
+        return (image_id, method) in self._done
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Append rows and fsync: a row on disk is never lost."""
+        lines = []
+        for r in rows:
+            key = (r["image_id"], r["method"])
+            if key in self._done:
+                continue
+            self._done.add(key)
+            lines.append(json.dumps(_clean(r), sort_keys=True))
+        if lines:
+            self._fh.write("\n".join(lines) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        if not self.scores_path.exists():
+            return
+        with open(self.scores_path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    yield json.loads(line)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def read_rows(run_dir: str | Path) -> Iterator[dict[str, Any]]:
+    path = Path(run_dir) / "scores.jsonl"
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+
+
+def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over images (seeded: summaries are reproducible)."""
+    import torch
+
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if len(vals) < 2:
+        return (math.nan, math.nan)
+    x = torch.tensor(vals, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(vals), (n_boot, len(vals)), generator=g)
+    means = x[idx].mean(1)
+    lo = float(torch.quantile(means, (1 - level) / 2))
+    hi = float(torch.quantile(means, 1 - (1 - level) / 2))
+    return lo, hi
+
+
+def summarize(run_dir: str | Path, methods: list[str], metrics: list[str]) -> dict[str, Any]:
+    """Aggregate ``scores.jsonl`` into the summary dict (order: the run's methods and metrics)."""
+    from .catalog import METRICS
+
+    per: dict[str, dict[str, list]] = {m: {k: [] for k in metrics} for m in methods}
+    n_ok = {m: 0 for m in methods}
+    n_failed = {m: 0 for m in methods}
+    errors: dict[str, dict[str, int]] = {m: {} for m in methods}
+    for r in read_rows(run_dir):
+        m = r["method"]
+        if m not in per:
+            continue
+        if r.get("status") != "ok":
+            n_failed[m] += 1
+            reason = (r.get("error") or "unknown").split(":")[0][:80]
+            errors[m][reason] = errors[m].get(reason, 0) + 1
+            continue
+        n_ok[m] += 1
+        for k in metrics:
+            per[m][k].append(r["scores"].get(k))
+    out: dict[str, Any] = {"methods": methods, "metrics": {}, "results": {}}
+    for k in metrics:
+        cls = METRICS.get(k)
+        out["metrics"][k] = cls.describe()
+    for m in methods:
+        res = {}
+        for k in metrics:
+            cls = METRICS.get(k)
+            vals = per[m][k]
+            value = cls.aggregate(vals)
+            img_vals = [cls.image_value(v) for v in vals]
+            finite = [v for v in img_vals if math.isfinite(v)]
+            lo, hi = bootstrap_ci(finite)
+            res[k] = {"value": value, "ci_low": lo, "ci_high": hi, "n": len(finite),
+                      "n_undefined": len(vals) - len(finite)}
+        out["results"][m] = {"n_images": n_ok[m], "n_failed": n_failed[m],
+                             "failures": errors[m], "metrics": res}
+    return _clean(out)
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:.0f}"
+        if abs(v) >= 100:
+            return f"{v:.1f}"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (strings) of the methods x metrics table."""
+    metrics = list(summary["metrics"])
+    header = ["method", "n", "failed"] + [
+        f"{k} {'↑' if summary['metrics'][k]['higher_is_better'] else '↓'}" for k in metrics]
+    rows = []
+    for m in summary["methods"]:
+        r = summary["results"][m]
+        rows.append([m, str(r["n_images"]), str(r["n_failed"])]
+                    + [_fmt(r["metrics"][k]["value"]) for k in metrics])
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    fmt = lambda cells: "  ".join(  # noqa: E731
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
+    run_dir = Path(run_dir)
+    header, rows = summary_table(summary)
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    csv_lines = [",".join(["method", "n_images", "n_failed"] + list(summary["metrics"]))]
+    for m in summary["methods"]:
+        r = summary["results"][m]
+        vals = [r["metrics"][k]["value"] for k in summary["metrics"]]
+        csv_lines.append(",".join([m, str(r["n_images"]), str(r["n_failed"])]
+                                  + ["" if v is None else repr(float(v)) for v in vals]))
+    atomic_write_text(run_dir / "summary.csv", "\n".join(csv_lines) + "\n")
+    md = "# attrbench summary\n\n" + markdown_table(header, rows) + "\n"
+    md += "Metric definitions:\n\n" + "\n".join(
+        f"- **{k}** ({'↑' if d['higher_is_better'] else '↓'}, v{d['version']}): {d['definition']}"
+        for k, d in summary["metrics"].items()) + "\n"
+    atomic_write_text(run_dir / "summary.md", md)

@@ -1,0 +1,439 @@
+"""The benchmark runner: dataset -> methods -> metrics -> result store (DESIGN.md, "Data flow").
+
+For every batch of images and every method:
+    1. the method makes one mask per (image, ground-truth class) pair (the paper's multi-label
+       protocol); the masks of an image are merged by pixel-wise max for image-level metrics;
+    2. the call is timed (CUDA-synchronised), its classifier forward/backward rows counted by
+       hooks, and its peak memory measured;
+    3. a method error or a non-finite mask fails *that image only* (the batch is retried image by
+       image to find which), and the failure is recorded with its reason; it is never turned
+       into a score;
+    4. every metric scores the batch; per-image rows go to ``scores.jsonl`` at once.
+
+A run folder that already holds rows is resumed: images done for a method are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .catalog import METHODS, METRICS, PRESETS
+from .data import Batch, collate_samples, open_dataset
+from .interfaces import AttributionMethod, EvalBatch
+from .models import load_classifier, load_explainer
+from .presets import Preset, resolve_weights
+from .results import ResultStore, environment_info, summarize, text_table, summary_table, write_summary
+
+
+class ConfigError(ValueError):
+    """A configuration problem found before any work is done."""
+
+
+@dataclass
+class RunConfig:
+    """All options of ``attrbench run`` (the CLI fills it; so can a script)."""
+
+    preset: str = "synthetic"
+    data_root: str | None = None
+    format: str | None = None
+    model: str | None = None
+    checkpoint: str | None = None
+    explainer_checkpoint: str | None = None
+    methods: list[str] | None = None
+    metrics: list[str] | None = None
+    limit: int | None = None
+    out: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    batch_size: int | None = None
+    split: str | None = None
+    image_size: int | None = None
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    progress: bool = True
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"invalid --device '{device}'; expected cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} was requested but CUDA is not available")
+    return dev
+
+
+def image_seed(image_id: str, seed: int) -> int:
+    """A stable per-image seed: independent of batch composition and order."""
+    return (zlib.crc32(image_id.encode()) + 7919 * seed) % (2**31 - 1)
+
+
+class _Timer:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds = time.perf_counter() - self.t0
+        return False
+
+
+class _CallCounter:
+    """Counts image rows through the classifier's forward and backward (hardware-independent
+    cost). Hooks are removed on exit."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.forward_rows = 0
+        self.backward_rows = 0
+
+    def __enter__(self):
+        def fwd(_m, inputs, output):
+            n = int(inputs[0].shape[0]) if inputs and isinstance(inputs[0], Tensor) else 0
+            self.forward_rows += n
+            if isinstance(output, Tensor) and output.requires_grad:
+                output.register_hook(self._bwd(n))
+
+        self._h = self.model.register_forward_hook(fwd)
+        return self
+
+    def _bwd(self, n: int):
+        def hook(grad):
+            self.backward_rows += n
+            return grad
+
+        return hook
+
+    def __exit__(self, *exc):
+        self._h.remove()
+        return False
+
+
+class _PeakMemory:
+    """CUDA: max allocated bytes during the block; CPU: growth of the process's peak RSS."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mb = math.nan
+
+    @staticmethod
+    def _rss_peak_mb() -> float:
+        try:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        except (ImportError, OSError):
+            return math.nan
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._base = self._rss_peak_mb()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+        else:
+            self.mb = self._rss_peak_mb() - self._base
+        return False
+
+
+def build_methods(names: list[str], model: torch.nn.Module, preset: Preset, cfg: RunConfig,
+                  classifier_meta: dict, num_classes: int, device: torch.device
+                  ) -> dict[str, AttributionMethod]:
+    methods = {}
+    for name in names:
+        cls = METHODS.get(name)
+        opts = dict(preset.method_options.get(name, {}))
+        opts.update(cfg.method_options.get(name, {}))
+        if getattr(cls, "needs_checkpoint", False):
+            opts.setdefault("preset", preset)
+            opts.setdefault("classifier_fingerprint", classifier_meta.get("fingerprint"))
+            if name == "explainer" and cfg.explainer_checkpoint:
+                opts["checkpoint"] = cfg.explainer_checkpoint
+        if getattr(cls, "stochastic", False) and "seed" not in opts:
+            import inspect
+
+            if "seed" in inspect.signature(cls.__init__).parameters:
+                opts["seed"] = cfg.seed
+        try:
+            methods[name] = cls(model, **opts)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"method '{name}': {exc}") from None
+        methods[name]._num_classes = num_classes
+    return methods
+
+
+def _pairs(labels: Tensor) -> tuple[Tensor, Tensor]:
+    nz = torch.nonzero(labels > 0.5)
+    return nz[:, 0], nz[:, 1]
+
+
+def _check_masks(masks: Tensor) -> Tensor:
+    """(P,) reason codes: 0 ok, 1 non-finite, 2 outside [0, 1]."""
+    flat = masks.reshape(masks.shape[0], -1)
+    bad_finite = ~torch.isfinite(flat).all(1)
+    out_of_range = (flat.nan_to_num(0.5) < -1e-4).any(1) | (flat.nan_to_num(0.5) > 1 + 1e-4).any(1)
+    code = torch.zeros(masks.shape[0], dtype=torch.long, device=masks.device)
+    code[out_of_range] = 2
+    code[bad_finite] = 1
+    return code
+
+
+def run_method_on_batch(method: AttributionMethod, batch: Batch, seeds: Tensor,
+                        device: torch.device) -> tuple[Tensor | None, list[str | None], dict]:
+    """Masks for every (image, gt class) pair; per-image error strings (None = ok)."""
+    pi, pc = _pairs(batch.labels)
+    b = len(batch)
+    errors: list[str | None] = [None] * b
+    no_label = (batch.labels > 0.5).sum(1) == 0
+    for i in torch.nonzero(no_label).flatten().tolist():
+        errors[i] = "no labels: image has no ground-truth class"
+    gt = None
+    if method.needs_ground_truth:
+        for i in range(b):
+            if not bool(batch.has_gt[i]) and errors[i] is None:
+                errors[i] = "no ground truth: method needs segmentation masks"
+        gt = batch.masks[pi, pc].float()
+    stats = {}
+    images = batch.images[pi]
+    with _PeakMemory(device) as mem, _CallCounter(method.model) as calls, _Timer(device) as timer:
+        try:
+            if method.all_classes_at_once and len(pi) > 0:
+                allm = method.attribute_all(batch.images, seeds=seeds)
+                masks = allm[pi, pc]
+            elif len(pi) > 0:
+                masks = method.attribute(images, pc, gt_masks=gt, seeds=seeds[pi.cpu()])
+            else:
+                masks = torch.zeros(0, *batch.images.shape[-2:], device=device)
+            err = None
+        except Exception as exc:  # noqa: BLE001 — isolate per image below
+            masks, err = None, f"{type(exc).__name__}: {exc}"
+    stats = {"seconds": timer.seconds, "forward_rows": calls.forward_rows,
+             "backward_rows": calls.backward_rows, "peak_mem_mb": mem.mb}
+    if masks is None:
+        if b == 1:
+            errors[0] = errors[0] or f"method raised {err}"
+            return None, errors, stats
+        # retry image by image to find the failing ones
+        parts = []
+        ok_masks = torch.zeros(len(pi), *batch.images.shape[-2:], device=device)
+        for i in range(b):
+            sel = pi == i
+            if not sel.any():
+                continue
+            sub = Batch(batch.images[i:i + 1], batch.labels[i:i + 1], batch.masks[i:i + 1],
+                        batch.has_gt[i:i + 1], batch.boxes[i:i + 1], batch.image_ids[i:i + 1])
+            m_i, e_i, _ = run_method_on_batch(method, sub, seeds[i:i + 1], device)
+            if m_i is None or e_i[0] is not None:
+                errors[i] = errors[i] or (e_i[0] if e_i[0] else f"method raised {err}")
+            else:
+                ok_masks[sel] = m_i
+            parts.append(i)
+        masks = ok_masks
+    codes = _check_masks(masks)
+    for p in torch.nonzero(codes).flatten().tolist():
+        i = int(pi[p])
+        if errors[i] is None:
+            errors[i] = ("non-finite mask (NaN or inf)" if int(codes[p]) == 1
+                         else "mask values outside [0, 1]")
+    masks = masks.nan_to_num(0.0).clamp(0, 1)
+    return masks, errors, stats
+
+
+def run(cfg: RunConfig) -> Path:
+    """Run the benchmark; returns the run folder."""
+    # ------------------------------------------------------------- validate before any work
+    if cfg.preset not in PRESETS:
+        PRESETS.canonical(cfg.preset)  # raises the did-you-mean error
+    preset: Preset = PRESETS.get(cfg.preset)
+    method_names = METHODS.resolve_list(cfg.methods if cfg.methods else
+                                        (list(preset.default_methods) if preset.default_methods else None))
+    default_metrics = [m for m in METRICS.names() if METRICS.meta(m).get("default", True)]
+    metric_names = METRICS.resolve_list(cfg.metrics) if cfg.metrics else (
+        list(preset.default_metrics) if preset.default_metrics else default_metrics)
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ConfigError(f"--limit must be a positive integer, got {cfg.limit}")
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
+    for name in cfg.method_options:
+        METHODS.canonical(name)
+    for name in cfg.metric_options:
+        METRICS.canonical(name)
+    device = resolve_device(cfg.device)
+    dataset = open_dataset(preset, cfg.split or preset.split, data_root=cfg.data_root,
+                           fmt=cfg.format, limit=cfg.limit, image_size=cfg.image_size)
+    k = dataset.num_classes
+    ck = cfg.checkpoint or resolve_weights(preset.classifier_weights)
+    model_name = cfg.model or (None if cfg.checkpoint and not cfg.model else preset.classifier)
+    if ck is None:
+        if not cfg.model:
+            raise ConfigError(f"preset '{preset.name}' needs --checkpoint FILE (a trained "
+                              f"classifier; see 'attrbench train classifier')")
+        from .models import build_classifier, fingerprint
+
+        model = build_classifier(cfg.model, k).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        cmeta = {"name": cfg.model, "fingerprint": fingerprint(model)}
+    else:
+        model, cmeta = load_classifier(ck, model_name, k)
+    model = model.to(device).eval()
+    methods = build_methods(method_names, model, preset, cfg, cmeta, k, device)
+    metric_objs = {}
+    for name in metric_names:
+        opts = dict(getattr(preset, "metric_options", {}).get(name, {}))
+        opts.update(cfg.metric_options.get(name, {}))
+        try:
+            metric_objs[name] = METRICS.get(name)(**opts)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"metric '{name}': {exc}") from None
+    # ------------------------------------------------------------- the run folder
+    resolved = {
+        "preset": preset.to_dict(), "data_root": str(cfg.data_root) if cfg.data_root else None,
+        "split": cfg.split or preset.split, "limit": cfg.limit, "seed": cfg.seed,
+        "image_size": dataset.image_size, "num_classes": k, "classes": list(dataset.classes),
+        "classifier": {"checkpoint": str(ck) if ck else None, **{
+            kk: v for kk, v in cmeta.items() if kk in ("name", "fingerprint", "num_classes")}},
+        "methods": {n: m.describe() for n, m in methods.items()},
+        "metrics": {n: {**type(m).describe(), "options": m.options} for n, m in metric_objs.items()},
+    }
+    out = Path(cfg.out) if cfg.out else Path("results") / "runs" / (
+        f"{preset.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    store = ResultStore(out, resolved, environment_info(str(device)))
+    try:
+        _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device)
+    finally:
+        store.close()
+    summary = summarize(out, list(methods), list(metric_objs))
+    write_summary(out, summary)
+    return out
+
+
+def _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device) -> None:
+    from torch.utils.data import DataLoader
+
+    bs = cfg.batch_size or preset.batch_size
+    loader = DataLoader(dataset, batch_size=bs, shuffle=False, collate_fn=collate_samples,
+                        num_workers=0)
+    total = len(dataset) * len(methods)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="attrbench run", unit="img·method", dynamic_ncols=True)
+    warmed: set[str] = set()
+    try:
+        for batch in loader:
+            for name, method in methods.items():
+                todo = [i for i, iid in enumerate(batch.image_ids) if not store.done(iid, name)]
+                if bar is not None:
+                    bar.set_postfix_str(name)
+                if not todo:
+                    if bar is not None:
+                        bar.update(len(batch))
+                    continue
+                sub = _subset(batch, todo).to(device)
+                seeds = torch.tensor([image_seed(i, cfg.seed) for i in sub.image_ids])
+                if name not in warmed:  # warm-up (one image) so timings exclude first-call cost
+                    warmed.add(name)
+                    one = _subset(sub, [0])
+                    if (one.labels > 0.5).any():
+                        try:
+                            run_method_on_batch(method, one, seeds[:1], device)
+                        except Exception:  # noqa: BLE001 — failures are recorded in the real call
+                            pass
+                rows = _score(name, method, sub, seeds, model, metric_objs, device)
+                store.append(rows)
+                if bar is not None:
+                    bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _subset(batch: Batch, idx: list[int]) -> Batch:
+    t = torch.tensor(idx, dtype=torch.long)
+    return Batch(batch.images[t.to(batch.images.device)], batch.labels[t.to(batch.labels.device)],
+                 batch.masks[t.to(batch.masks.device)], batch.has_gt[t.to(batch.has_gt.device)],
+                 [batch.boxes[i] for i in idx], [batch.image_ids[i] for i in idx])
+
+
+def _score(name, method, batch: Batch, seeds, model, metric_objs, device) -> list[dict]:
+    masks, errors, stats = run_method_on_batch(method, batch, seeds, device)
+    b = len(batch)
+    ok = [i for i in range(b) if errors[i] is None]
+    rows = [{"image_id": batch.image_ids[i], "method": name, "status": "failed",
+             "error": errors[i], "scores": {}} for i in range(b) if errors[i] is not None]
+    if not ok:
+        return rows
+    pi, pc = _pairs(batch.labels)
+    keep_pairs = torch.tensor([int(p) in set(ok) for p in pi.tolist()], dtype=torch.bool)
+    remap = {old: new for new, old in enumerate(ok)}
+    sub = _subset(batch, ok)
+    pi2 = torch.tensor([remap[int(p)] for p in pi[keep_pairs].tolist()], dtype=torch.long,
+                       device=device)
+    pc2 = pc[keep_pairs.to(pc.device)].to(device)
+    cm = masks[keep_pairs.to(masks.device)]
+    per_image_ms = torch.full((len(ok),), stats["seconds"] * 1000.0 / b)
+    calls = torch.full((len(ok),), (stats["forward_rows"] + stats["backward_rows"]) / b)
+    eb = EvalBatch(
+        images=sub.images, labels=sub.labels, pair_image=pi2, pair_class=pc2, class_masks=cm,
+        merged=EvalBatch.merge(cm, pi2, len(ok)),
+        gt_masks=sub.masks if bool(sub.has_gt.any()) else None, has_gt=sub.has_gt,
+        boxes=sub.boxes, model=model, method=method, method_name=name,
+        image_ids=sub.image_ids, seeds=seeds[torch.tensor(ok)], time_ms=per_image_ms,
+        extras={"model_calls": calls, "peak_mem_mb": stats["peak_mem_mb"],
+                "forward_rows": stats["forward_rows"] / b, "backward_rows": stats["backward_rows"] / b},
+    )
+    scores: dict[str, list] = {}
+    failed_metric: dict[int, str] = {}
+    for mname, metric in metric_objs.items():
+        try:
+            scores[mname] = metric.update(eb)
+        except Exception as exc:  # noqa: BLE001 — a metric bug must not kill a long run
+            scores[mname] = [math.nan] * len(ok)
+            for j in range(len(ok)):
+                failed_metric.setdefault(j, f"metric {mname} raised {type(exc).__name__}: {exc}")
+    for j, i in enumerate(ok):
+        row = {"image_id": batch.image_ids[i], "method": name, "status": "ok", "error": None,
+               "scores": {m: _to_py(v[j]) for m, v in scores.items()}}
+        if j in failed_metric:
+            row["metric_error"] = failed_metric[j]
+        rows.append(row)
+    return rows
+
+
+def _to_py(v: Any) -> Any:
+    if isinstance(v, Tensor):
+        return v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(v, dict):
+        return {str(k): _to_py(x) for k, x in v.items()}
+    return v
+
+
+def format_summary(run_dir: str | Path) -> str:
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    header, rows = summary_table(summary)
+    return text_table(header, rows)
