@@ -29,6 +29,7 @@ from torch import Tensor
 from .catalog import METHODS, METRICS, PRESETS
 from .data import Batch, collate_samples, open_dataset
 from .interfaces import AttributionMethod, EvalBatch
+from .metrics.cost import CallCounter, PeakMemory
 from .models import load_classifier, load_explainer
 from .presets import Preset, resolve_weights
 from .results import ResultStore, environment_info, summarize, text_table, summary_table, write_summary
@@ -96,69 +97,6 @@ class _Timer:
         return False
 
 
-class _CallCounter:
-    """Counts image rows through the classifier's forward and backward (hardware-independent
-    cost). Hooks are removed on exit."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-        self.forward_rows = 0
-        self.backward_rows = 0
-
-    def __enter__(self):
-        def fwd(_m, inputs, output):
-            n = int(inputs[0].shape[0]) if inputs and isinstance(inputs[0], Tensor) else 0
-            self.forward_rows += n
-            if isinstance(output, Tensor) and output.requires_grad:
-                output.register_hook(self._bwd(n))
-
-        self._h = self.model.register_forward_hook(fwd)
-        return self
-
-    def _bwd(self, n: int):
-        def hook(grad):
-            self.backward_rows += n
-            return grad
-
-        return hook
-
-    def __exit__(self, *exc):
-        self._h.remove()
-        return False
-
-
-class _PeakMemory:
-    """CUDA: max allocated bytes during the block; CPU: growth of the process's peak RSS."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.mb = math.nan
-
-    @staticmethod
-    def _rss_peak_mb() -> float:
-        try:
-            import resource
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        except (ImportError, OSError):
-            return math.nan
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            self._base = self._rss_peak_mb()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
-        else:
-            self.mb = self._rss_peak_mb() - self._base
-        return False
-
-
 def build_methods(names: list[str], model: torch.nn.Module, preset: Preset, cfg: RunConfig,
                   classifier_meta: dict, num_classes: int, device: torch.device
                   ) -> dict[str, AttributionMethod]:
@@ -218,7 +156,7 @@ def run_method_on_batch(method: AttributionMethod, batch: Batch, seeds: Tensor,
         gt = batch.masks[pi, pc].float()
     stats = {}
     images = batch.images[pi]
-    with _PeakMemory(device) as mem, _CallCounter(method.model) as calls, _Timer(device) as timer:
+    with PeakMemory(device) as mem, CallCounter(method.model) as calls, _Timer(device) as timer:
         try:
             if method.all_classes_at_once and len(pi) > 0:
                 allm = method.attribute_all(batch.images, seeds=seeds)
