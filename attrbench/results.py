@@ -5,9 +5,12 @@ Files:
     scores.jsonl    one row per (image, method), appended and fsync'ed as produced:
                     ``{"image_id", "method", "status": "ok"|"failed", "error", "scores": {...}}``
     summary.json    per method and metric: value, 95 % CI (bootstrap over images), n, failures,
-                    higher_is_better, version, definition
-    summary.csv     one row per method, one column per metric
-    summary.md      the same table in Markdown, each metric marked ↑ or ↓
+                    higher_is_better, version, definition; paired comparisons with a reference
+    summary.csv     one row per method; per metric value, CI, n, paired test vs the reference
+    summary.md      the table in Markdown: each metric marked ↑ or ↓, CIs, best value in bold,
+                    † = significant paired difference from the reference method; a legend
+    summary.tex     the same table for LaTeX (booktabs)
+    figures/, report.html   written by ``attrbench report`` (:mod:`attrbench.report`)
 
 Summary files are written atomically (temporary file + rename), so a crash never leaves a
 half-written summary. A killed run leaves at worst one truncated last line in ``scores.jsonl``;
@@ -197,11 +200,21 @@ def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0,
     return lo, hi
 
 
-def summarize(run_dir: str | Path, methods: list[str], metrics: list[str]) -> dict[str, Any]:
-    """Aggregate ``scores.jsonl`` into the summary dict (order: the run's methods and metrics)."""
+def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
+              reference: str | None = None, test: str = "bootstrap") -> dict[str, Any]:
+    """Aggregate ``scores.jsonl`` into the summary dict (order: the run's methods and metrics).
+
+    Per method and metric: the metric's ``aggregate`` value, the 95 % bootstrap CI of the mean of
+    the per-image values (``Metric.image_value``), ``n`` (finite per-image values) and
+    ``n_undefined``. ``paired`` holds every method's paired comparison with ``reference``
+    (default: ``explainer`` if present, else the first method) on the images both scored; see
+    :func:`attrbench.tables.paired_comparisons` (``test``: ``"bootstrap"`` or ``"wilcoxon"``).
+    """
     from .catalog import METRICS
+    from .tables import COST_METRICS, SANITY_METHODS, paired_comparisons
 
     per: dict[str, dict[str, list]] = {m: {k: [] for k in metrics} for m in methods}
+    ids: dict[str, list[str]] = {m: [] for m in methods}
     n_ok = {m: 0 for m in methods}
     n_failed = {m: 0 for m in methods}
     errors: dict[str, dict[str, int]] = {m: {} for m in methods}
@@ -215,25 +228,30 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str]) -> di
             errors[m][reason] = errors[m].get(reason, 0) + 1
             continue
         n_ok[m] += 1
+        ids[m].append(str(r["image_id"]))
         for k in metrics:
             per[m][k].append(r["scores"].get(k))
     out: dict[str, Any] = {"methods": methods, "metrics": {}, "results": {}}
+    classes = {k: METRICS.get(k) for k in metrics}
     for k in metrics:
-        cls = METRICS.get(k)
-        out["metrics"][k] = cls.describe()
+        out["metrics"][k] = {**classes[k].describe(), "cost": k in COST_METRICS}
+    per_image: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
     for m in methods:
         res = {}
         for k in metrics:
-            cls = METRICS.get(k)
+            cls = classes[k]
             vals = per[m][k]
             value = cls.aggregate(vals)
             img_vals = [cls.image_value(v) for v in vals]
+            per_image[m][k] = {i: v for i, v in zip(ids[m], img_vals) if math.isfinite(v)}
             finite = [v for v in img_vals if math.isfinite(v)]
             lo, hi = bootstrap_ci(finite)
             res[k] = {"value": value, "ci_low": lo, "ci_high": hi, "n": len(finite),
                       "n_undefined": len(vals) - len(finite)}
         out["results"][m] = {"n_images": n_ok[m], "n_failed": n_failed[m],
                              "failures": errors[m], "metrics": res}
+    out["paired"] = paired_comparisons(per_image, methods, metrics, reference=reference, test=test)
+    out["sanity_methods"] = [m for m in methods if m in SANITY_METHODS]
     return _clean(out)
 
 
@@ -278,18 +296,15 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
+    """Write ``summary.json``, ``summary.csv``, ``summary.md`` and ``summary.tex`` (atomically).
+
+    The tables are rendered by :mod:`attrbench.tables` (value and 95 % CI per cell, best value
+    per column in bold, ``†`` for a significant paired difference from the reference method).
+    """
+    from .tables import render_csv, render_latex, render_markdown
+
     run_dir = Path(run_dir)
-    header, rows = summary_table(summary)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    csv_lines = [",".join(["method", "n_images", "n_failed"] + list(summary["metrics"]))]
-    for m in summary["methods"]:
-        r = summary["results"][m]
-        vals = [r["metrics"][k]["value"] for k in summary["metrics"]]
-        csv_lines.append(",".join([m, str(r["n_images"]), str(r["n_failed"])]
-                                  + ["" if v is None else repr(float(v)) for v in vals]))
-    atomic_write_text(run_dir / "summary.csv", "\n".join(csv_lines) + "\n")
-    md = "# attrbench summary\n\n" + markdown_table(header, rows) + "\n"
-    md += "Metric definitions:\n\n" + "\n".join(
-        f"- **{k}** ({'↑' if d['higher_is_better'] else '↓'}, v{d['version']}): {d['definition']}"
-        for k, d in summary["metrics"].items()) + "\n"
-    atomic_write_text(run_dir / "summary.md", md)
+    atomic_write_text(run_dir / "summary.csv", render_csv(summary))
+    atomic_write_text(run_dir / "summary.md", render_markdown(summary))
+    atomic_write_text(run_dir / "summary.tex", render_latex(summary))

@@ -1,0 +1,739 @@
+"""Figures of a run (PNG + PDF into ``RUN_DIR/figures/``), drawn with matplotlib's Agg canvas.
+
+Every figure is optional and drawn only when its inputs are in the run folder:
+
+======================  =======================================================================
+figure                  needs
+======================  =======================================================================
+``summary_bars``        ``summary.json`` (always): one panel per metric, a bar per method with
+                        its 95 % CI as error bar (log scale for the cost metrics).
+``f1_threshold``        rows with ``scores["f1_curve"]``: a list of 9 per-image F1 values at
+                        thresholds 0.1..0.9 (the paper's "F1 vs threshold" figure).
+``deletion_insertion``  rows with ``scores["deletion_curve"]`` / ``scores["insertion_curve"]``:
+                        per image a list of floats (score at fractions 0..1 in equal steps) or a
+                        dict ``{class_id: list}`` (averaged over the classes).
+``quality_vs_cost``     ``mean_f1`` and/or ``cont_iou`` plus ``time_ms`` and/or ``model_calls``
+                        in the summary (log x; a cost axis on which every method costs 0 is
+                        left out).
+``class_specificity``   ``RUN_DIR/class_specificity.json`` (see :func:`save_class_specificity`).
+``qualitative``         ``RUN_DIR/qualitative.npz`` (see :func:`save_qualitative`).
+======================  =======================================================================
+
+Curves are drawn as the mean over images with a band of +-1.96 standard errors (normal
+approximation, cheaper than a bootstrap per point; the tables carry the bootstrap CIs).
+
+No pyplot: figures are :class:`matplotlib.figure.Figure` objects on an Agg canvas, so drawing
+never touches the global backend or needs a display.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CLASS_SPECIFICITY_FILE",
+    "F1_THRESHOLDS",
+    "QUALITATIVE_FILE",
+    "FigureInfo",
+    "curves_from_rows",
+    "f1_curve_from_rows",
+    "images_to_uint8",
+    "load_class_specificity",
+    "load_qualitative",
+    "make_figures",
+    "plot_class_specificity",
+    "plot_deletion_insertion",
+    "plot_f1_curves",
+    "plot_qualitative",
+    "plot_quality_vs_cost",
+    "plot_summary",
+    "save_class_specificity",
+    "save_qualitative",
+]
+
+#: Binarisation thresholds of the F1 curve (PAPER.md §1: 0.1..0.9).
+F1_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
+QUALITATIVE_FILE = "qualitative.npz"
+CLASS_SPECIFICITY_FILE = "class_specificity.json"
+QUALITATIVE_FORMAT = "attrbench-qualitative-v1"
+CLASS_SPECIFICITY_FORMAT = "attrbench-class-specificity-v1"
+QUALITY_METRICS = ("mean_f1", "cont_iou")
+COST_AXES = ("time_ms", "model_calls")
+
+
+@dataclass
+class FigureInfo:
+    """One written figure: a key, a title and caption for the report, and its files."""
+
+    key: str
+    title: str
+    caption: str
+    png: Path
+    pdf: Path
+
+
+# ------------------------------------------------------------------------------- figure helpers
+def _new_figure(w: float, h: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, out_dir: Path, key: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, pdf = out_dir / f"{key}.png", out_dir / f"{key}.pdf"
+    fig.savefig(png, dpi=110)
+    fig.savefig(pdf, metadata={"CreationDate": None})
+    return png, pdf
+
+
+def _colors(methods: Sequence[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _mean_band(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(N, S) with NaNs -> per column: mean, mean -+ 1.96 standard errors, and the count."""
+    ok = np.isfinite(arr)
+    n = ok.sum(0)
+    mean = np.where(n > 0, np.where(ok, arr, 0.0).sum(0) / np.maximum(n, 1), np.nan)
+    dev = np.where(ok, arr - mean[None], 0.0)
+    var = np.where(n > 1, (dev**2).sum(0) / np.maximum(n - 1, 1), 0.0)
+    half = 1.96 * np.sqrt(var) / np.sqrt(np.maximum(n, 1))
+    return mean, mean - half, mean + half, n
+
+
+def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
+    from .results import read_rows
+
+    if not (run_dir / "scores.jsonl").exists():
+        return []
+    return list(read_rows(run_dir))
+
+
+# ------------------------------------------------------------------------------- row readers
+def f1_curve_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean F1-vs-threshold curve per method from per-image rows.
+
+    Expects ``row["scores"]["f1_curve"]``: a list of ``len(F1_THRESHOLDS)`` (9) per-image F1
+    values at thresholds 0.1..0.9 (NaN/None where undefined). Rows without it, or failed rows,
+    are ignored; a curve of another length raises ``ValueError``.
+
+    Returns:
+        ``{method: {"thresholds", "mean", "low", "high", "n"}}`` (lists; ``low``/``high`` =
+        mean -+ 1.96 standard errors); empty when no row has a curve.
+    """
+    per: dict[str, list[list[float]]] = {}
+    for r in rows:
+        if r.get("status", "ok") != "ok":
+            continue
+        c = (r.get("scores") or {}).get("f1_curve")
+        if c is None:
+            continue
+        if isinstance(c, Mapping):  # per-class curves: average the classes
+            c = _mean_of_lists(list(c.values()))
+        if len(c) != len(F1_THRESHOLDS):
+            raise ValueError(
+                f"scores['f1_curve'] of image {r.get('image_id')!r} "
+                f"({r.get('method')}) "
+                f"has {len(c)} values, expected {len(F1_THRESHOLDS)} "
+                f"(thresholds {F1_THRESHOLDS})"
+            )
+        per.setdefault(r["method"], []).append([math.nan if v is None else float(v) for v in c])
+    out = {}
+    for m, curves in per.items():
+        mean, lo, hi, n = _mean_band(np.asarray(curves, dtype=np.float64))
+        out[m] = {
+            "thresholds": list(F1_THRESHOLDS),
+            "mean": mean.tolist(),
+            "low": lo.tolist(),
+            "high": hi.tolist(),
+            "n": n.tolist(),
+        }
+    return out
+
+
+def _mean_of_lists(lists: list[Sequence[Any]]) -> list[float]:
+    arr = np.asarray(
+        [[math.nan if v is None else float(v) for v in c] for c in lists], dtype=np.float64
+    )
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(arr, 0).tolist() if len(arr) else []
+
+
+def curves_from_rows(rows: Iterable[Mapping[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """Mean curve per method of ``row["scores"][key]`` (e.g. ``"deletion_curve"``).
+
+    A per-image value is a list of floats (the score at perturbed fractions 0..1 in equal
+    steps) or a dict ``{class_id: list}`` (averaged over classes first). Curves of one method
+    must all have the same length. Returns ``{method: {"x", "mean", "low", "high", "n"}}``.
+    """
+    per: dict[str, list[list[float]]] = {}
+    for r in rows:
+        if r.get("status", "ok") != "ok":
+            continue
+        c = (r.get("scores") or {}).get(key)
+        if c is None:
+            continue
+        if isinstance(c, Mapping):
+            c = _mean_of_lists(list(c.values()))
+        if not isinstance(c, (list, tuple)) or len(c) < 2:
+            raise ValueError(
+                f"scores[{key!r}] of image {r.get('image_id')!r} must be a list of "
+                f">= 2 floats or a dict of such lists, got {c!r:.80}"
+            )
+        per.setdefault(r["method"], []).append([math.nan if v is None else float(v) for v in c])
+    out = {}
+    for m, curves in per.items():
+        lengths = {len(c) for c in curves}
+        if len(lengths) != 1:
+            raise ValueError(
+                f"scores[{key!r}] of method {m!r} has curves of lengths "
+                f"{sorted(lengths)}; expected one length"
+            )
+        mean, lo, hi, n = _mean_band(np.asarray(curves, dtype=np.float64))
+        s = len(curves[0])
+        out[m] = {
+            "x": np.linspace(0, 1, s).tolist(),
+            "mean": mean.tolist(),
+            "low": lo.tolist(),
+            "high": hi.tolist(),
+            "n": n.tolist(),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------- file formats
+def images_to_uint8(images, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalised (N,3,H,W) float images (tensor or array) -> (N,3,H,W) uint8, for
+    :func:`save_qualitative`."""
+    x = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(x.shape)}")
+    m = np.asarray(mean, dtype=np.float32)[None, :, None, None]
+    s = np.asarray(std, dtype=np.float32)[None, :, None, None]
+    return np.clip(np.rint((x * s + m) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def save_qualitative(
+    run_dir: str | Path,
+    images_uint8: Any,
+    masks_by_method: Mapping[str, Any],
+    class_names: Sequence[str],
+    labels: Any,
+    image_ids: Sequence[str] | None = None,
+) -> Path:
+    """Write ``RUN_DIR/qualitative.npz`` for the qualitative grid (images x methods).
+
+    Format (``np.load(path, allow_pickle=False)`` reads it; every array is a plain dtype):
+
+    ==============  ==================  ====================================================
+    key             dtype, shape        meaning
+    ==============  ==================  ====================================================
+    ``format``      str scalar          ``"attrbench-qualitative-v1"``
+    ``images``      uint8 (N,3,H,W)     the (un-normalised) RGB images
+    ``methods``     str (M,)            method names, in column order
+    ``masks``       float16 (M,N,H,W)   ``masks[j, i]``: method j's merged mask of image i, in
+                                        [0, 1] (values are clipped; NaN -> 0)
+    ``class_names`` str (K,)            the dataset's class names
+    ``labels``      uint8 (N,K)         multi-hot ground-truth labels
+    ``image_ids``   str (N,)            sample ids (``""`` when not given)
+    ==============  ==================  ====================================================
+
+    Args:
+        run_dir: the run folder.
+        images_uint8: (N,3,H,W) uint8 images (see :func:`images_to_uint8`).
+        masks_by_method: ``{method: (N,H,W) float mask}`` (tensors or arrays).
+        class_names: K class names.
+        labels: (N,K) multi-hot labels.
+        image_ids: optional N sample ids.
+
+    Returns:
+        The written path.
+    """
+    images = _as_numpy(images_uint8)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(
+            f"images_uint8 must be a uint8 array of shape (N, 3, H, W), got "
+            f"{images.dtype} {tuple(images.shape)}"
+        )
+    n, _, h, w = images.shape
+    if not masks_by_method:
+        raise ValueError("masks_by_method must map at least one method name to (N, H, W) masks")
+    methods = list(masks_by_method)
+    masks = []
+    for m in methods:
+        a = _as_numpy(masks_by_method[m]).astype(np.float32)
+        if a.shape != (n, h, w):
+            raise ValueError(
+                f"masks of method {m!r} must have shape {(n, h, w)} to match the "
+                f"images, got {tuple(a.shape)}"
+            )
+        masks.append(np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0).astype(np.float16))
+    lab = _as_numpy(labels)
+    if lab.ndim != 2 or lab.shape != (n, len(class_names)):
+        raise ValueError(
+            f"labels must be multi-hot of shape (N, K) = {(n, len(class_names))}, "
+            f"got {tuple(lab.shape)}"
+        )
+    ids = [str(i) for i in image_ids] if image_ids is not None else [""] * n
+    if len(ids) != n:
+        raise ValueError(f"image_ids must have {n} entries, got {len(ids)}")
+    path = Path(run_dir) / QUALITATIVE_FILE
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(
+        tmp,
+        format=np.str_(QUALITATIVE_FORMAT),
+        images=images,
+        methods=np.asarray(methods, dtype=str),
+        masks=np.stack(masks),
+        class_names=np.asarray(list(class_names), dtype=str),
+        labels=(lab > 0.5).astype(np.uint8),
+        image_ids=np.asarray(ids, dtype=str),
+    )
+    tmp.replace(path)
+    return path
+
+
+def load_qualitative(path: str | Path) -> dict[str, Any]:
+    """Read a :func:`save_qualitative` file (checks the format tag and shapes)."""
+    with np.load(path, allow_pickle=False) as z:
+        d = {k: z[k] for k in z.files}
+    if str(d.get("format", "")) != QUALITATIVE_FORMAT:
+        raise ValueError(f"{path} is not an {QUALITATIVE_FORMAT} file (format={d.get('format')!r})")
+    n = d["images"].shape[0]
+    if d["masks"].shape[:2] != (len(d["methods"]), n):
+        raise ValueError(
+            f"{path}: masks have shape {d['masks'].shape}, expected "
+            f"({len(d['methods'])}, {n}, H, W)"
+        )
+    return d
+
+
+def save_class_specificity(run_dir: str | Path, matrices: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Write ``RUN_DIR/class_specificity.json``.
+
+    Format::
+
+        {"format": "attrbench-class-specificity-v1",
+         "methods": {METHOD: {"classes": [name, ...],             # |C| participating classes
+                              "columns": ["none", name, ...],     # optional, default this
+                              "matrix": [[float|null, ...], ...]}}}  # |C| x (|C| + 1)
+
+    Row ``i`` = images whose target is ``classes[i]``; column 0 = the target's probability on
+    the unmasked image ("none"), column ``j + 1`` = on the image masked by the mask of
+    ``classes[j]`` (the matrix of ``attrbench.metrics.specificity.confusion_matrix``). A square
+    ``|C| x |C|`` matrix (no "none" column) is accepted too. NaN is stored as null.
+
+    Args:
+        matrices: ``{method: {"classes": [...], "matrix": tensor/array/list}}``.
+    """
+    from .results import _clean, atomic_write_text
+
+    out: dict[str, Any] = {}
+    for m, d in matrices.items():
+        classes = [str(c) for c in d["classes"]]
+        mat = _as_numpy(d["matrix"]).astype(np.float64)
+        c = len(classes)
+        if mat.shape not in ((c, c + 1), (c, c)):
+            raise ValueError(
+                f"class-specificity matrix of {m!r} must have shape {(c, c + 1)} "
+                f"(or {(c, c)}) for {c} classes, got {tuple(mat.shape)}"
+            )
+        cols = d.get("columns") or ((["none"] if mat.shape[1] == c + 1 else []) + classes)
+        out[m] = {"classes": classes, "columns": list(cols), "matrix": mat.tolist()}
+    path = Path(run_dir) / CLASS_SPECIFICITY_FILE
+    atomic_write_text(
+        path, json.dumps(_clean({"format": CLASS_SPECIFICITY_FORMAT, "methods": out}), indent=1)
+    )
+    return path
+
+
+def load_class_specificity(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``{method: {"classes", "columns", "matrix" (np.ndarray, NaN for null)}}``. Accepts the
+    :func:`save_class_specificity` file and the bare ``{method: {...}}`` mapping."""
+    d = json.loads(Path(path).read_text())
+    methods = d.get("methods", d) if isinstance(d, dict) else None
+    if not isinstance(methods, dict):
+        raise ValueError(
+            f"{path}: expected {{method: {{'classes', 'matrix'}}}}, got {type(d).__name__}"
+        )
+    out = {}
+    for m, v in methods.items():
+        if m == "format" or not isinstance(v, dict):
+            continue
+        mat = np.asarray(
+            [[math.nan if x is None else float(x) for x in row] for row in v["matrix"]],
+            dtype=np.float64,
+        )
+        classes = [str(c) for c in v["classes"]]
+        cols = v.get("columns") or (
+            (["none"] if mat.shape[1] == len(classes) + 1 else []) + classes
+        )
+        out[m] = {"classes": classes, "columns": list(cols), "matrix": mat}
+    return out
+
+
+# ------------------------------------------------------------------------------- plots
+def plot_summary(summary: Mapping[str, Any], out_dir: Path) -> FigureInfo | None:
+    """Bar chart, one panel per metric, bar per method, 95 % CI error bars."""
+    from .tables import COST_METRICS
+
+    methods = list(summary["methods"])
+    metrics = list(summary["metrics"])
+    if not methods or not metrics:
+        return None
+    ncols = min(4, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig = _new_figure(3.2 * ncols, 2.6 * nrows + 0.4)
+    colors = _colors(methods)
+    x = np.arange(len(methods))
+    for idx, k in enumerate(metrics):
+        ax = fig.add_subplot(nrows, ncols, idx + 1)
+        d = summary["metrics"][k]
+        vals, lo_err, hi_err = [], [], []
+        for m in methods:
+            r = summary["results"][m]["metrics"].get(k, {})
+            v = r.get("value")
+            v = float(v) if _finite(v) else math.nan
+            lo, hi = r.get("ci_low"), r.get("ci_high")
+            vals.append(v)
+            lo_err.append(max(0.0, v - lo) if _finite(lo) and math.isfinite(v) else 0.0)
+            hi_err.append(max(0.0, hi - v) if _finite(hi) and math.isfinite(v) else 0.0)
+        vals_arr = np.asarray(vals)
+        ax.bar(
+            x,
+            np.nan_to_num(vals_arr),
+            color=[colors[m] for m in methods],
+            yerr=np.asarray([lo_err, hi_err]),
+            capsize=2,
+            error_kw={"elinewidth": 0.8},
+        )
+        for xi, v in zip(x, vals):
+            if not math.isfinite(v):
+                ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+        positive = vals_arr[np.isfinite(vals_arr)]
+        if (
+            k in COST_METRICS
+            and positive.size
+            and (positive > 0).all()
+            and positive.max() / positive.min() > 20
+        ):
+            ax.set_yscale("log")
+        ax.set_title(f"{k} {'↑' if d['higher_is_better'] else '↓'}", fontsize=9)
+        ax.set_xticks(x, methods, rotation=45, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    return FigureInfo(
+        "summary_bars",
+        "Summary values",
+        "Summary value per method and metric; error bars: 95 % bootstrap CI of the "
+        "per-image mean (↑ higher is better, ↓ lower is better).",
+        *_save(fig, out_dir, "summary_bars"),
+    )
+
+
+def plot_f1_curves(
+    curves: Mapping[str, Mapping[str, Any]], out_dir: Path, order: Sequence[str] | None = None
+) -> FigureInfo | None:
+    """F1 against the binarisation threshold (0.1..0.9), one line per method."""
+    if not curves:
+        return None
+    methods = [m for m in (order or curves) if m in curves] or list(curves)
+    colors = _colors(methods)
+    fig = _new_figure(6.0, 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    for m in methods:
+        c = curves[m]
+        ax.plot(c["thresholds"], c["mean"], marker="o", ms=3, label=m, color=colors[m])
+        ax.fill_between(c["thresholds"], c["low"], c["high"], alpha=0.15, color=colors[m])
+    ax.set_xlabel("threshold")
+    ax.set_ylabel("F1 (foreground)")
+    ax.set_xlim(0.05, 0.95)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncols=2)
+    return FigureInfo(
+        "f1_threshold",
+        "F1 against threshold",
+        "Mean per-image F1 of the binarised mask (mask > t) against the ground-truth "
+        "foreground, for t = 0.1..0.9; band: ±1.96 standard errors.",
+        *_save(fig, out_dir, "f1_threshold"),
+    )
+
+
+def plot_deletion_insertion(
+    rows: list[Mapping[str, Any]], out_dir: Path, order: Sequence[str] | None = None
+) -> FigureInfo | None:
+    """Mean deletion and insertion curves per method (panels for the keys present)."""
+    panels = [
+        (key, title, curves_from_rows(rows, key))
+        for key, title in (
+            ("deletion_curve", "deletion (↓ area)"),
+            ("insertion_curve", "insertion (↑ area)"),
+        )
+    ]
+    panels = [p for p in panels if p[2]]
+    if not panels:
+        return None
+    allm = list(dict.fromkeys(m for _, _, c in panels for m in c))
+    methods = [m for m in (order or allm) if m in allm] or allm
+    colors = _colors(methods)
+    fig = _new_figure(5.0 * len(panels), 3.8)
+    for i, (_key, title, curves) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for m in methods:
+            if m not in curves:
+                continue
+            c = curves[m]
+            ax.plot(c["x"], c["mean"], label=m, color=colors[m])
+            ax.fill_between(c["x"], c["low"], c["high"], alpha=0.15, color=colors[m])
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("fraction of pixels perturbed")
+        ax.set_ylabel("class score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return FigureInfo(
+        "deletion_insertion",
+        "Deletion and insertion curves",
+        "Mean classifier score of the target class as the most salient pixels are "
+        "deleted (left) or inserted (right); band: ±1.96 standard errors.",
+        *_save(fig, out_dir, "deletion_insertion"),
+    )
+
+
+def plot_quality_vs_cost(summary: Mapping[str, Any], out_dir: Path) -> FigureInfo | None:
+    """Localization quality (mean_f1, cont_iou) against cost (time_ms, model_calls), log x.
+
+    A cost of 0 (or negative) cannot sit on a log axis: such points are drawn hollow at a floor
+    (a third of the smallest positive cost) and labelled "(0)"."""
+    qs = [k for k in QUALITY_METRICS if k in summary["metrics"]]
+    res = summary["results"]
+
+    def informative(c: str) -> bool:  # an axis where every method costs 0 says nothing
+        return any(
+            _finite(v) and v > 0
+            for v in (res[m]["metrics"].get(c, {}).get("value") for m in summary["methods"])
+        )
+
+    cs = [k for k in COST_AXES if k in summary["metrics"] and informative(k)]
+    if not qs or not cs:
+        return None
+    methods = list(summary["methods"])
+    colors = _colors(methods)
+    fig = _new_figure(4.6 * len(cs), 3.6 * len(qs))
+    for i, q in enumerate(qs):
+        for j, c in enumerate(cs):
+            ax = fig.add_subplot(len(qs), len(cs), i * len(cs) + j + 1)
+            xs = {m: res[m]["metrics"].get(c, {}).get("value") for m in methods}
+            pos = [float(v) for v in xs.values() if _finite(v) and v > 0]
+            floor = (min(pos) / 3.0) if pos else 1e-3
+            for m in methods:
+                r = res[m]["metrics"].get(q, {})
+                y, xv = r.get("value"), xs[m]
+                if not _finite(y) or not _finite(xv):
+                    continue
+                zero = xv <= 0
+                xp = floor if zero else float(xv)
+                lo, hi = r.get("ci_low"), r.get("ci_high")
+                yerr = (
+                    [[max(0.0, y - lo)], [max(0.0, hi - y)]]
+                    if _finite(lo) and _finite(hi)
+                    else None
+                )
+                ax.errorbar(
+                    [xp],
+                    [y],
+                    yerr=yerr,
+                    fmt="o",
+                    color=colors[m],
+                    capsize=2,
+                    mfc="none" if zero else colors[m],
+                    label=m,
+                )
+                ax.annotate(
+                    m + (" (0)" if zero else ""),
+                    (xp, y),
+                    fontsize=7,
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                )
+            ax.set_xscale("log")
+            ax.set_xlabel(f"{c} (log scale, ↓)")
+            ax.set_ylabel(f"{q} ↑")
+            ax.grid(alpha=0.3, which="both")
+    return FigureInfo(
+        "quality_vs_cost",
+        "Localization quality against cost",
+        "Summary localization quality (95 % CI bars) against the method's cost per "
+        "image; hollow points have zero cost (drawn at a floor on the log axis). "
+        "Times depend on the hardware.",
+        *_save(fig, out_dir, "quality_vs_cost"),
+    )
+
+
+def plot_class_specificity(
+    data: Mapping[str, Mapping[str, Any]], out_dir: Path, order: Sequence[str] | None = None
+) -> FigureInfo | None:
+    """One heat map per method of the class-specificity ("confusion") matrix."""
+    if not data:
+        return None
+    methods = [m for m in (order or data) if m in data] or list(data)
+    methods += [m for m in data if m not in methods]
+    ncols = min(3, len(methods))
+    nrows = math.ceil(len(methods) / ncols)
+    c_max = max(len(d["classes"]) for d in data.values())
+    side = max(3.0, 0.45 * c_max + 1.5)
+    fig = _new_figure(side * ncols + 0.8, side * nrows)
+    im = None
+    axes = []
+    for i, m in enumerate(methods):
+        d = data[m]
+        mat = np.asarray(d["matrix"], dtype=np.float64)
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        axes.append(ax)
+        im = ax.imshow(np.ma.masked_invalid(mat), vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_title(m, fontsize=10)
+        ax.set_xticks(range(mat.shape[1]), d["columns"], rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(mat.shape[0]), d["classes"], fontsize=7)
+        ax.set_xlabel("mask of class", fontsize=8)
+        ax.set_ylabel("target class", fontsize=8)
+        if mat.shape[0] <= 10:
+            for (r, c), v in np.ndenumerate(mat):
+                if math.isfinite(v):
+                    ax.text(
+                        c,
+                        r,
+                        f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if v < 0.5 else "black",
+                    )
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.8, label="probability of the target")
+    return FigureInfo(
+        "class_specificity",
+        "Class specificity",
+        "Probability of the target class (row) on the image masked by the mask of "
+        "the column's class; 'none' = unmasked image. A class-specific method has "
+        "a high diagonal and a low off-diagonal.",
+        *_save(fig, out_dir, "class_specificity"),
+    )
+
+
+def plot_qualitative(
+    data: Mapping[str, Any], out_dir: Path, max_images: int = 8, order: Sequence[str] | None = None
+) -> FigureInfo | None:
+    """Grid of images (rows) x methods (columns): each mask overlaid on its image."""
+    images = np.asarray(data["images"])
+    if images.shape[0] == 0:
+        return None
+    names = [str(m) for m in data["methods"]]
+    cols = [m for m in (order or names) if m in names] or names
+    cols += [m for m in names if m not in cols]
+    masks = np.asarray(data["masks"], dtype=np.float32)
+    class_names = [str(c) for c in data["class_names"]]
+    labels = np.asarray(data["labels"])
+    ids = [str(i) for i in data.get("image_ids", [""] * images.shape[0])]
+    n = min(max_images, images.shape[0])
+    cell = 1.55
+    fig = _new_figure(cell * (len(cols) + 1), cell * n + 0.3)
+    for i in range(n):
+        rgb = images[i].transpose(1, 2, 0)
+        ax = fig.add_subplot(n, len(cols) + 1, i * (len(cols) + 1) + 1)
+        ax.imshow(rgb)
+        present = [class_names[k] for k in np.nonzero(labels[i])[0] if k < len(class_names)]
+        ax.set_ylabel((ids[i] + "\n" if ids[i] else "") + ", ".join(present), fontsize=6)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i == 0:
+            ax.set_title("image", fontsize=8)
+        for j, m in enumerate(cols):
+            ax = fig.add_subplot(n, len(cols) + 1, i * (len(cols) + 1) + j + 2)
+            ax.imshow(rgb)
+            ax.imshow(masks[names.index(m), i], cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(m, fontsize=8)
+    return FigureInfo(
+        "qualitative",
+        "Qualitative examples",
+        "Each method's merged mask (jet colour map, 50 % opacity, 0 = blue, "
+        "1 = red) over the image; row labels: image id and ground-truth classes.",
+        *_save(fig, out_dir, "qualitative"),
+    )
+
+
+def make_figures(
+    run_dir: str | Path, summary: Mapping[str, Any] | None = None, errors: list[str] | None = None
+) -> list[FigureInfo]:
+    """Draw every figure whose inputs are in ``run_dir`` into ``run_dir/figures``.
+
+    Figures whose inputs are absent are skipped silently. A malformed optional input (rows'
+    curves, ``class_specificity.json``, ``qualitative.npz``) raises ``ValueError`` naming it, or,
+    when ``errors`` is a list, is appended to it as a message and that figure is skipped.
+    """
+    run_dir = Path(run_dir)
+    out_dir = run_dir / "figures"
+    if summary is None:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    order = list(summary["methods"])
+    rows = _read_rows(run_dir)
+    cs, q = run_dir / CLASS_SPECIFICITY_FILE, run_dir / QUALITATIVE_FILE
+    jobs = [
+        ("summary bar chart", lambda: plot_summary(summary, out_dir)),
+        (
+            "F1 curves (scores['f1_curve'])",
+            lambda: plot_f1_curves(f1_curve_from_rows(rows), out_dir, order),
+        ),
+        ("deletion/insertion curves", lambda: plot_deletion_insertion(rows, out_dir, order)),
+        ("quality against cost", lambda: plot_quality_vs_cost(summary, out_dir)),
+        (
+            str(cs),
+            lambda: (
+                plot_class_specificity(load_class_specificity(cs), out_dir, order)
+                if cs.exists()
+                else None
+            ),
+        ),
+        (
+            str(q),
+            lambda: (
+                plot_qualitative(load_qualitative(q), out_dir, order=order) if q.exists() else None
+            ),
+        ),
+    ]
+    figs = []
+    for what, job in jobs:
+        try:
+            f = job()
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            if errors is None:
+                raise ValueError(f"cannot draw the figure from {what}: {exc}") from exc
+            errors.append(f"{what}: {type(exc).__name__}: {exc}")
+            continue
+        if f is not None:
+            figs.append(f)
+    return figs

@@ -1,0 +1,270 @@
+"""``attrbench report RUN_DIR``: one self-contained ``report.html`` for a run folder.
+
+The page holds the comparison table (values, 95 % CIs, best values, paired tests against the
+reference method), every figure that :func:`attrbench.plots.make_figures` can draw for the run
+(PNG embedded as ``data:`` URIs; the PDFs stay in ``RUN_DIR/figures/`` for papers), failures per
+method, the metric definitions with direction and version, and - in collapsible sections - the
+methods' options, the run's resolved configuration and its environment (package versions, git
+hash, device). No scripts, fonts, style sheets or images are loaded from anywhere: the file can
+be mailed or archived as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_summary", "render_report", "write_report"]
+
+_CSS = """
+:root { --fg:#1d2330; --muted:#5b6577; --line:#d9dee7; --accent:#2357c6; --best:#e8f5e9;
+        --sig:#fff4e0; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+       color: var(--fg); margin: 0 auto; padding: 24px 32px 64px; max-width: 1320px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 32px 0 10px; padding-bottom: 4px;
+     border-bottom: 1px solid var(--line); }
+.meta { color: var(--muted); margin: 0 0 8px; }
+.meta span { margin-right: 18px; white-space: nowrap; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); text-align: right;
+         vertical-align: top; white-space: nowrap; }
+th[scope=row], thead th:first-child, table.defs td, table.defs th { text-align: left; }
+thead th { background: #f3f5f9; border-bottom: 2px solid #b8c0cf; font-weight: 600; }
+tbody tr:hover { background: #f8f9fc; }
+td.best { background: var(--best); }
+td.sig sup, td.sig > sup { color: #b35c00; font-weight: 700; }
+tr.ref th[scope=row] { color: var(--accent); }
+.reftag { font-size: 10px; color: #fff; background: var(--accent); border-radius: 3px;
+          padding: 1px 4px; margin-left: 4px; vertical-align: middle; }
+.ci, .p { color: var(--muted); font-size: 11px; }
+ul.legend { color: var(--muted); font-size: 12.5px; padding-left: 18px; max-width: 1100px; }
+p.note { color: var(--muted); font-size: 12.5px; }
+table.defs td { white-space: normal; }
+table.defs td.nw { white-space: nowrap; }
+figure { margin: 18px 0 26px; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figcaption { color: var(--muted); font-size: 12.5px; margin-top: 4px; max-width: 1100px; }
+figcaption b { color: var(--fg); }
+details { margin: 8px 0; border: 1px solid var(--line); border-radius: 4px; padding: 6px 10px; }
+summary { cursor: pointer; font-weight: 600; }
+pre { font-size: 12px; background: #f6f8fa; padding: 10px; overflow-x: auto; margin: 8px 0 0; }
+code { font-size: 12.5px; background: #f1f3f7; padding: 0 3px; border-radius: 3px; }
+.warn { color: #9a3412; }
+"""
+
+
+def load_summary(run_dir: str | Path) -> dict[str, Any]:
+    """The run's ``summary.json``; when it is missing (e.g. a run killed before the end), the
+    summary is computed from ``scores.jsonl`` and ``config.json`` and written first."""
+    run_dir = Path(run_dir)
+    path = run_dir / "summary.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    cfg_path, scores = run_dir / "config.json", run_dir / "scores.jsonl"
+    if not cfg_path.exists() or not scores.exists():
+        raise FileNotFoundError(
+            f"{run_dir} is not a run folder: it has no summary.json and no "
+            "config.json + scores.jsonl"
+        )
+    from .results import summarize, write_summary
+
+    cfg = json.loads(cfg_path.read_text())["config"]
+    summary = summarize(run_dir, list(cfg["methods"]), list(cfg["metrics"]))
+    write_summary(run_dir, summary)
+    return summary
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _json_block(obj: Any) -> str:
+    return f"<pre>{html.escape(json.dumps(obj, indent=2, ensure_ascii=False))}</pre>"
+
+
+def _meta_line(
+    run_dir: Path, cfg: Mapping[str, Any], env: Mapping[str, Any], summary: Mapping[str, Any]
+) -> str:
+    e = html.escape
+    preset = cfg.get("preset") or {}
+    clf = cfg.get("classifier") or {}
+    n_img = max(
+        (r.get("n_images", 0) + r.get("n_failed", 0) for r in summary["results"].values()),
+        default=0,
+    )
+    items = [
+        ("preset", preset.get("name") if isinstance(preset, dict) else preset),
+        ("split", cfg.get("split")),
+        ("images", n_img),
+        ("classes", cfg.get("num_classes")),
+        ("classifier", " ".join(str(x) for x in (clf.get("name"), clf.get("fingerprint")) if x)),
+        ("device", env.get("device")),
+        ("attrbench", env.get("attrbench")),
+        ("git", (env.get("git") or "")[:10] or None),
+    ]
+    return (
+        '<p class="meta">'
+        + "".join(
+            f"<span><b>{e(k)}</b> {e(str(v))}</span>" for k, v in items if v not in (None, "")
+        )
+        + "</p>"
+    )
+
+
+def render_report(
+    run_dir: str | Path,
+    summary: Mapping[str, Any],
+    figures: list,
+    figure_errors: list[str] | None = None,
+) -> str:
+    """The HTML text of the report (see :func:`write_report`)."""
+    from .tables import render_html, render_paired_html
+
+    e = html.escape
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / "config.json"
+    cfg_all = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
+    cfg = cfg_all.get("config", {})
+    env = cfg_all.get("environment", {})
+    title = f"attrbench report — {run_dir.resolve().name}"
+    generated = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{e(title)}</h1>",
+        _meta_line(run_dir, cfg, env, summary),
+        (
+            f'<p class="meta"><span>generated {e(generated)}</span>'
+            f"<span>{len(summary['methods'])} methods × {len(summary['metrics'])} metrics</span></p>"
+        ),
+        '<h2 id="summary">Summary</h2>',
+        '<div class="scroll">',
+        render_html(summary),
+        "</div>",
+    ]
+    paired = render_paired_html(summary)
+    if paired:
+        ref = (summary.get("paired") or {}).get("reference")
+        parts += [
+            f'<h2 id="paired">Paired comparison with {e(str(ref))}</h2>',
+            '<div class="scroll">',
+            paired,
+            "</div>",
+        ]
+    if figures or figure_errors:
+        parts.append('<h2 id="figures">Figures</h2>')
+    for f in figures:
+        parts.append(
+            f'<figure id="fig-{e(f.key)}"><img alt="{e(f.title)}" src="{_data_uri(f.png)}">'
+            f"<figcaption><b>{e(f.title)}.</b> {e(f.caption)} "
+            f"(PDF: <code>figures/{e(f.pdf.name)}</code>)</figcaption></figure>"
+        )
+    for msg in figure_errors or []:
+        parts.append(f'<p class="warn">Figure skipped: {e(msg)}</p>')
+    failures = {m: r.get("failures") for m, r in summary["results"].items() if r.get("failures")}
+    if failures:
+        parts += [
+            '<h2 id="failures">Failures</h2>',
+            (
+                '<table class="defs"><thead><tr>'
+                "<th>method</th><th>failed images</th><th>reasons</th></tr></thead><tbody>"
+            ),
+        ]
+        for m, f in failures.items():
+            reasons = "; ".join(f"{reason} ({n})" for reason, n in f.items())
+            parts.append(
+                f"<tr><td>{e(m)}</td><td>{summary['results'][m]['n_failed']}</td>"
+                f"<td>{e(reasons)}</td></tr>"
+            )
+        parts.append("</tbody></table>")
+    parts += [
+        '<h2 id="metrics">Metric definitions</h2>',
+        (
+            '<table class="defs"><thead><tr>'
+            "<th>metric</th><th>better</th><th>version</th><th>definition</th><th>options</th>"
+            "</tr></thead><tbody>"
+        ),
+    ]
+    cfg_metrics = cfg.get("metrics", {})
+    for k, d in summary["metrics"].items():
+        opts = (cfg_metrics.get(k) or {}).get("options") or {}
+        parts.append(
+            f"<tr><td><code>{e(k)}</code></td>"
+            f'<td class="nw">{"↑ higher" if d["higher_is_better"] else "↓ lower"}</td>'
+            f"<td>v{e(str(d['version']))}</td><td>{e(d.get('definition', ''))}</td>"
+            f"<td>{e(json.dumps(opts)) if opts else ''}</td></tr>"
+        )
+    parts.append("</tbody></table>")
+    parts.append('<h2 id="config">Configuration and environment</h2>')
+    if cfg.get("methods"):
+        parts.append(
+            "<details><summary>Methods and their options</summary>"
+            + _json_block(cfg["methods"])
+            + "</details>"
+        )
+    parts.append(
+        "<details><summary>Resolved configuration (config.json)</summary>"
+        + _json_block(cfg)
+        + "</details>"
+    )
+    parts.append(
+        "<details><summary>Environment (versions, git hash, device)</summary>"
+        + _json_block(env)
+        + "</details>"
+    )
+    parts.append(
+        "<details><summary>Run folder files</summary><pre>"
+        + e(
+            "\n".join(
+                sorted(
+                    p.relative_to(run_dir).as_posix()
+                    for p in run_dir.rglob("*")
+                    if p.is_file() and not p.name.startswith(".")
+                )
+            )
+        )
+        + "</pre></details>"
+    )
+    parts += ["</body>", "</html>"]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``RUN_DIR/report.html`` (and the figures into ``RUN_DIR/figures/``).
+
+    Args:
+        run_dir: a run folder written by ``attrbench run``.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a run folder.
+    """
+    from .plots import make_figures
+    from .results import atomic_write_text
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    summary = load_summary(run_dir)
+    errors: list[str] = []
+    figures = make_figures(run_dir, summary, errors=errors)
+    path = run_dir / "report.html"
+    atomic_write_text(path, render_report(run_dir, summary, figures, errors))
+    return path
