@@ -51,6 +51,9 @@ def _add_run(sub) -> None:
                    help="override a method option, e.g. rise.num_masks=500 (repeatable)")
     p.add_argument("--metric-option", action="append", metavar="NAME.KEY=VALUE",
                    help="override a metric option, e.g. deletion_auc.steps=16 (repeatable)")
+    p.add_argument("--reference", default="explainer",
+                   help="method the paired comparison tests against (default: explainer)")
+    p.add_argument("--no-report", action="store_true", help="skip figures and report.html")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -66,7 +69,7 @@ def _cmd_run(args) -> int:
         split=args.split, image_size=args.image_size,
         method_options=_kv_options(args.method_option, "method"),
         metric_options=_kv_options(args.metric_option, "metric"),
-        progress=not args.no_progress,
+        progress=not args.no_progress, reference=args.reference, report=not args.no_report,
     )
     out = run(cfg)
     print(format_summary(out))

@@ -61,6 +61,8 @@ class RunConfig:
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     progress: bool = True
+    reference: str | None = "explainer"
+    report: bool = True
 
 
 def resolve_device(device: str) -> torch.device:
@@ -260,16 +262,56 @@ def run(cfg: RunConfig) -> Path:
     out = Path(cfg.out) if cfg.out else Path("results") / "runs" / (
         f"{preset.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     store = ResultStore(out, resolved, environment_info(str(device)))
+    collectors: dict[str, list] = {}
+    qualitative: dict[str, tuple] = {}
     try:
-        _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device)
+        _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device, collectors,
+                  qualitative)
     finally:
         store.close()
-    summary = summarize(out, list(methods), list(metric_objs))
+    _write_side_files(out, dataset, preset, methods, metric_objs, collectors, qualitative)
+    summary = summarize(out, list(methods), list(metric_objs),
+                        reference=cfg.reference if cfg.reference in methods else None)
     write_summary(out, summary)
+    if cfg.report:
+        from .report import write_report
+
+        write_report(out)
     return out
 
 
-def _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device) -> None:
+def _write_side_files(out, dataset, preset, methods, metric_objs, collectors, qualitative) -> None:
+    """Class-specificity matrices and the qualitative grid's images and masks (for the report).
+
+    On a resumed run only what this process computed is available: a side file is written only
+    when every method contributed, so it never mixes partial results.
+    """
+    from . import plots
+
+    if collectors and set(collectors) == set(methods):
+        from .metrics.specificity import confusion_matrix
+
+        matrices = {}
+        for m, rows in collectors.items():
+            cs = sorted({int(c) for r in rows for c in r["masks"]})
+            mat = confusion_matrix(rows, cs)
+            matrices[m] = {"classes": [dataset.classes[c] for c in cs], "matrix": mat.tolist()}
+        plots.save_class_specificity(out, matrices)
+    if qualitative and set(qualitative) == set(methods):
+        ids = next(iter(qualitative.values()))[0]
+        if all(v[0] == ids for v in qualitative.values()):
+            n = min(8, len(ids))
+            idx = [dataset.ids.index(i) for i in ids[:n]]
+            samples = [dataset[i] for i in idx]
+            images = torch.stack([s.image for s in samples])
+            labels = torch.stack([s.labels for s in samples])
+            masks = {m: v[1][:n] for m, v in qualitative.items()}
+            plots.save_qualitative(out, plots.images_to_uint8(images, preset.mean, preset.std),
+                                   masks, list(dataset.classes), labels, image_ids=ids[:n])
+
+
+def _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device,
+              collectors: dict, qualitative: dict) -> None:
     from torch.utils.data import DataLoader
 
     bs = cfg.batch_size or preset.batch_size
@@ -282,6 +324,7 @@ def _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device) 
 
         bar = tqdm(total=total, desc="attrbench run", unit="img·method", dynamic_ncols=True)
     warmed: set[str] = set()
+    first_batch = True
     try:
         for batch in loader:
             for name, method in methods.items():
@@ -302,10 +345,12 @@ def _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device) 
                             run_method_on_batch(method, one, seeds[:1], device)
                         except Exception:  # noqa: BLE001 — failures are recorded in the real call
                             pass
-                rows = _score(name, method, sub, seeds, model, metric_objs, device)
+                rows = _score(name, method, sub, seeds, model, metric_objs, device,
+                              collectors, qualitative if first_batch else None)
                 store.append(rows)
                 if bar is not None:
                     bar.update(len(batch))
+            first_batch = False
     finally:
         if bar is not None:
             bar.close()
@@ -318,7 +363,8 @@ def _subset(batch: Batch, idx: list[int]) -> Batch:
                  [batch.boxes[i] for i in idx], [batch.image_ids[i] for i in idx])
 
 
-def _score(name, method, batch: Batch, seeds, model, metric_objs, device) -> list[dict]:
+def _score(name, method, batch: Batch, seeds, model, metric_objs, device,
+           collectors: dict | None = None, qualitative: dict | None = None) -> list[dict]:
     masks, errors, stats = run_method_on_batch(method, batch, seeds, device)
     b = len(batch)
     ok = [i for i in range(b) if errors[i] is None]
@@ -347,6 +393,7 @@ def _score(name, method, batch: Batch, seeds, model, metric_objs, device) -> lis
     )
     scores: dict[str, list] = {}
     failed_metric: dict[int, str] = {}
+    aux: dict[str, dict[str, Any]] = {}  # auxiliary per-image values (curves) for the plots
     for mname, metric in metric_objs.items():
         try:
             scores[mname] = metric.update(eb)
@@ -354,13 +401,40 @@ def _score(name, method, batch: Batch, seeds, model, metric_objs, device) -> lis
             scores[mname] = [math.nan] * len(ok)
             for j in range(len(ok)):
                 failed_metric.setdefault(j, f"metric {mname} raised {type(exc).__name__}: {exc}")
+        curves = getattr(metric, "curves", None)
+        if curves:
+            key = mname.replace("_auc", "_curve")
+            for iid, per_class in curves.items():
+                aux.setdefault(iid, {})[key] = {str(c): v for c, v in per_class.items()}
+        spec_rows = getattr(metric, "rows", None)
+        if spec_rows and collectors is not None and "specificity" not in aux.get("_done", {}):
+            collectors.setdefault(name, []).extend(spec_rows)
+            aux.setdefault("_done", {})["specificity"] = True
+        metric.reset()  # results stream to disk; nothing accumulates per image in memory
+    f1 = _f1_curves(eb)
     for j, i in enumerate(ok):
-        row = {"image_id": batch.image_ids[i], "method": name, "status": "ok", "error": None,
+        iid = batch.image_ids[i]
+        row = {"image_id": iid, "method": name, "status": "ok", "error": None,
                "scores": {m: _to_py(v[j]) for m, v in scores.items()}}
+        if f1 is not None and bool(eb.has_gt[j]):
+            row["scores"]["f1_curve"] = f1[j]
+        row["scores"].update(aux.get(iid, {}))
         if j in failed_metric:
             row["metric_error"] = failed_metric[j]
         rows.append(row)
+    if qualitative is not None:
+        qualitative.setdefault(name, (list(sub.image_ids), eb.merged.detach().cpu()))
     return rows
+
+
+def _f1_curves(eb: EvalBatch) -> list[list[float]] | None:
+    """Per-image binary F1 of the merged mask at thresholds 0.1..0.9 (the paper's F1 figure)."""
+    if eb.gt_masks is None:
+        return None
+    from .metrics.localization import binary_f1
+
+    thr = [round(0.1 * t, 1) for t in range(1, 10)]
+    return binary_f1(eb.merged, eb.gt_union, thr).cpu().tolist()
 
 
 def _to_py(v: Any) -> Any:
