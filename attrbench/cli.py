@@ -54,6 +54,8 @@ def _add_run(sub) -> None:
     p.add_argument("--reference", default="explainer",
                    help="method the paired comparison tests against (default: explainer)")
     p.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    p.add_argument("--devices", type=int, default=1,
+                   help="evaluate on N processes (Lightning Fabric; gloo on CPU, NCCL on GPUs)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -70,6 +72,7 @@ def _cmd_run(args) -> int:
         method_options=_kv_options(args.method_option, "method"),
         metric_options=_kv_options(args.metric_option, "metric"),
         progress=not args.no_progress, reference=args.reference, report=not args.no_report,
+        devices=args.devices,
     )
     out = run(cfg)
     print(format_summary(out))

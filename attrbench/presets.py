@@ -105,7 +105,7 @@ SYNTHETIC = Preset(
         # the pointing game's 15 px tolerance is defined at 224 px; scaled to 64 px
         "pointing_game": {"tolerance": 15 * 64 / 224},
     },
-    classifier_train=TrainSettings(lr=3e-3, batch_size=64, max_epochs=30, patience=6, seed=42,
+    classifier_train=TrainSettings(lr=3e-3, batch_size=64, max_epochs=50, patience=8, seed=42,
                                    schedule="onecycle"),
     explainer_train=TrainSettings(lr=1e-3, batch_size=32, max_epochs=8, patience=3, seed=42),
     explainer_loss=ExplainerLossWeights(

@@ -116,6 +116,20 @@ class Registry(Generic[T]):
             self._resolved[name] = target
         return target
 
+    def unregister(self, name: str) -> Any:
+        """Remove ``name`` (or the entry an alias names) with all its aliases; return its target.
+
+        Meant for tests and plugins that register an entry temporarily.
+        """
+        canonical = self.canonical(name)
+        if canonical not in self._entries:  # a prefix family name such as "captum:X"
+            raise UnknownNameError(self._unknown_message(name))
+        entry = self._entries.pop(canonical)
+        for key in [k for k, v in self._lookup.items() if v == canonical]:
+            del self._lookup[key]
+        self._resolved.pop(canonical, None)
+        return entry.target
+
     def register_prefix(self, prefix: str, factory: Callable[[str], Any]) -> None:
         """Register a family of names ``prefix:<suffix>`` resolved by ``factory(suffix)``.
 

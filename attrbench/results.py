@@ -35,6 +35,10 @@ class ConfigMismatchError(ValueError):
     """An existing run folder was made with another configuration."""
 
 
+class DamagedRunError(ValueError):
+    """A run folder's ``scores.jsonl`` holds a damaged line before its last one."""
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -97,11 +101,12 @@ class ResultStore:
     """A run folder. ``config`` is compared with an existing folder's ``config.json`` (the parts
     that define the results, i.e. without the ``environment`` entry) and a mismatch is refused."""
 
-    def __init__(self, root: str | Path, config: dict[str, Any], environment: dict[str, Any]) -> None:
+    def __init__(self, root: str | Path, config: dict[str, Any], environment: dict[str, Any],
+                 scores_name: str = "scores.jsonl") -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path = self.root / "config.json"
-        self.scores_path = self.root / "scores.jsonl"
+        self.scores_path = self.root / scores_name
         config = _clean(config)
         if self.config_path.exists():
             old = json.loads(self.config_path.read_text())
@@ -117,7 +122,11 @@ class ResultStore:
                 indent=2))
         self.config = config
         self._repair_tail()
+        # rows of this file and of any other shard file (a multi-process run) count as done
         self._done = {(r["image_id"], r["method"]) for r in self.rows()}
+        for other in self.root.glob("scores*.jsonl"):
+            if other != self.scores_path:
+                self._done |= {(r["image_id"], r["method"]) for r in read_rows(other.parent, other.name)}
         self._fh = open(self.scores_path, "a", encoding="utf-8")
 
     def _repair_tail(self) -> None:
@@ -161,18 +170,28 @@ class ResultStore:
         if not self.scores_path.exists():
             return
         with open(self.scores_path, encoding="utf-8") as f:
-            for line in f:
+            for n, line in enumerate(f, 1):
                 line = line.strip()
-                if line:
-                    yield json.loads(line)
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                    row["image_id"], row["method"]
+                except (json.JSONDecodeError, TypeError, KeyError) as exc:
+                    # only the last line can be cut by a killed run (it is dropped on opening);
+                    # a damaged line in the middle is not guessed around
+                    raise DamagedRunError(
+                        f"{self.scores_path}:{n} is not a valid result row ({exc}); repair or "
+                        f"delete that line, or use another --out") from None
+                yield row
 
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
 
 
-def read_rows(run_dir: str | Path) -> Iterator[dict[str, Any]]:
-    path = Path(run_dir) / "scores.jsonl"
+def read_rows(run_dir: str | Path, name: str = "scores.jsonl") -> Iterator[dict[str, Any]]:
+    path = Path(run_dir) / name
     with open(path, encoding="utf-8") as f:
         for line in f:
             line = line.strip()
@@ -181,6 +200,47 @@ def read_rows(run_dir: str | Path) -> Iterator[dict[str, Any]]:
                     yield json.loads(line)
                 except json.JSONDecodeError:
                     continue
+
+
+def merge_shards(run_dir: str | Path, image_order: dict[str, int], method_order: list[str],
+                 batch_size: int) -> int:
+    """Merge ``scores.rank*.jsonl`` into ``scores.jsonl`` in the order a one-process run writes
+    rows (batch by batch, method by method, image by image), then remove the shard files.
+
+    Rows already in ``scores.jsonl`` (from an earlier resumed run) keep their place first.
+    Returns the number of rows merged.
+    """
+    run_dir = Path(run_dir)
+    shards = sorted(run_dir.glob("scores.rank*.jsonl"))
+    if not shards:
+        return 0
+    existing = {(r["image_id"], r["method"]) for r in read_rows(run_dir)} if (
+        run_dir / "scores.jsonl").exists() else set()
+    rows = []
+    for sh in shards:
+        rows += [r for r in read_rows(run_dir, sh.name) if (r["image_id"], r["method"]) not in existing]
+    m_idx = {m: i for i, m in enumerate(method_order)}
+
+    def key(r):
+        i = image_order.get(r["image_id"], len(image_order))
+        return (i // batch_size, m_idx.get(r["method"], len(m_idx)), i)
+
+    rows.sort(key=key)
+    seen = set()
+    lines = []
+    for r in rows:
+        k = (r["image_id"], r["method"])
+        if k not in seen:
+            seen.add(k)
+            lines.append(json.dumps(r, sort_keys=True))
+    with open(run_dir / "scores.jsonl", "a", encoding="utf-8") as f:
+        if lines:
+            f.write("\n".join(lines) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    for sh in shards:
+        sh.unlink()
+    return len(lines)
 
 
 def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0,

@@ -10,7 +10,13 @@ For every batch of images and every method:
        into a score;
     4. every metric scores the batch; per-image rows go to ``scores.jsonl`` at once.
 
-A run folder that already holds rows is resumed: images done for a method are skipped.
+An image whose files cannot be read (a corrupt image or mask, an unknown class name, ...) fails
+for every method with the reason ``"data: ..."``; configuration problems (unknown names, bad
+option values, a wrong data root, a checkpoint that does not fit) stop the run before any work.
+
+A run folder that already holds rows is resumed: images done for a method are skipped. Results
+do not depend on the batch composition (per-image seeds, see :func:`image_seed`), so a resumed
+run's rows and summary equal an uninterrupted run's, except the cost metrics (time, memory).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .catalog import METHODS, METRICS, PRESETS
-from .data import Batch, collate_samples, open_dataset
+from .data import Batch, Sample, collate_samples, open_dataset
 from .interfaces import AttributionMethod, EvalBatch
 from .metrics.cost import CallCounter, PeakMemory
 from .models import load_classifier, load_explainer
@@ -63,6 +69,7 @@ class RunConfig:
     progress: bool = True
     reference: str | None = "explainer"
     report: bool = True
+    devices: int = 1
 
 
 def resolve_device(device: str) -> torch.device:
@@ -123,6 +130,21 @@ def build_methods(names: list[str], model: torch.nn.Module, preset: Preset, cfg:
             raise ConfigError(f"method '{name}': {exc}") from None
         methods[name]._num_classes = num_classes
     return methods
+
+
+def _options_for(options: dict[str, dict[str, Any]], registry, names: list[str],
+                 what: str) -> dict[str, dict[str, Any]]:
+    """``--method-option``/``--metric-option`` keyed by canonical name; an option for an unknown
+    name or for one that is not part of the run is refused (it would be silently ignored)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, opts in options.items():
+        canonical = registry.canonical(name)  # raises the did-you-mean error
+        if canonical not in names:
+            raise ConfigError(f"--{what}-option {name}.{next(iter(opts), '?')}: {what} "
+                              f"'{canonical}' is not one of this run's {what}s "
+                              f"({', '.join(names)})")
+        out.setdefault(canonical, {}).update(opts)
+    return out
 
 
 def _pairs(labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -202,8 +224,94 @@ def run_method_on_batch(method: AttributionMethod, batch: Batch, seeds: Tensor,
     return masks, errors, stats
 
 
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _broadcast(value: Any) -> Any:
+    import torch.distributed as dist
+
+    obj = [value]
+    dist.broadcast_object_list(obj, src=0)
+    return obj[0]
+
+
+def _gather_dicts(d: dict[str, list], world: int) -> dict[str, list]:
+    import torch.distributed as dist
+
+    parts: list = [None] * world
+    dist.all_gather_object(parts, d)
+    out: dict[str, list] = {}
+    for part in parts:
+        for k, v in (part or {}).items():
+            out.setdefault(k, []).extend(v)
+    return out
+
+
+def _launch_processes(cfg: RunConfig) -> Path:
+    """``--devices N``: N processes through Lightning Fabric (``ddp_spawn``; gloo on CPU, NCCL on
+    GPUs). Each evaluates a shard of the images (image i goes to rank i mod N); rank 0 merges the
+    shards into one run folder whose rows and summary equal a one-process run's."""
+    from lightning.fabric import Fabric
+
+    if cfg.out is None:
+        preset = PRESETS.get(cfg.preset)
+        cfg.out = str(Path("results") / "runs" / f"{preset.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    dev = resolve_device(cfg.device)
+    fabric = Fabric(accelerator="cuda" if dev.type == "cuda" else "cpu", devices=cfg.devices,
+                    strategy="ddp_spawn")
+    fabric.launch(_worker, cfg)
+    return Path(cfg.out)
+
+
+def _worker(fabric, cfg: RunConfig) -> str:
+    import dataclasses
+
+    sub = dataclasses.replace(cfg, devices=1,
+                              device=str(fabric.device) if fabric.device.type == "cuda" else "cpu")
+    return str(run(sub))
+
+
+def _validate_names(cfg: RunConfig) -> None:
+    PRESETS.canonical(cfg.preset)
+    if cfg.methods:
+        METHODS.resolve_list(cfg.methods)
+    if cfg.metrics:
+        METRICS.resolve_list(cfg.metrics)
+
+
 def run(cfg: RunConfig) -> Path:
-    """Run the benchmark; returns the run folder."""
+    """Run the benchmark; returns the run folder.
+
+    With ``cfg.devices > 1`` (or under ``torchrun``) the images are sharded over processes and
+    the results merged into one folder (see :func:`_launch_processes`).
+    """
+    if cfg.devices > 1 and _rank_world()[1] == 1:
+        if not isinstance(cfg.devices, int) or cfg.devices < 1:
+            raise ConfigError(f"--devices must be a positive integer, got {cfg.devices}")
+        _validate_names(cfg)
+        return _launch_processes(cfg)
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _rank_world()[1] == 1:
+        import torch.distributed as dist
+
+        # launched by torchrun: join its process group (gloo on CPU, NCCL on GPUs)
+        backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     # ------------------------------------------------------------- validate before any work
     if cfg.preset not in PRESETS:
         PRESETS.canonical(cfg.preset)  # raises the did-you-mean error
@@ -217,10 +325,20 @@ def run(cfg: RunConfig) -> Path:
         raise ConfigError(f"--limit must be a positive integer, got {cfg.limit}")
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
-    for name in cfg.method_options:
-        METHODS.canonical(name)
-    for name in cfg.metric_options:
-        METRICS.canonical(name)
+    if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or cfg.image_size < 8):
+        raise ConfigError(f"--image-size must be an integer >= 8, got {cfg.image_size}")
+    cfg.method_options = _options_for(cfg.method_options, METHODS, method_names, "method")
+    cfg.metric_options = _options_for(cfg.metric_options, METRICS, metric_names, "metric")
+    if cfg.reference is not None and cfg.reference != "explainer":
+        ref = METHODS.canonical(cfg.reference)  # raises the did-you-mean error
+        if ref not in method_names:
+            raise ConfigError(f"--reference {cfg.reference} is not one of this run's methods "
+                              f"({', '.join(method_names)})")
+        cfg.reference = ref
+    if cfg.model and ":" not in cfg.model:
+        from .catalog import MODELS
+
+        cfg.model = MODELS.canonical(cfg.model)  # raises the did-you-mean error
     device = resolve_device(cfg.device)
     dataset = open_dataset(preset, cfg.split or preset.split, data_root=cfg.data_root,
                            fmt=cfg.format, limit=cfg.limit, image_size=cfg.image_size)
@@ -261,14 +379,35 @@ def run(cfg: RunConfig) -> Path:
     }
     out = Path(cfg.out) if cfg.out else Path("results") / "runs" / (
         f"{preset.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    store = ResultStore(out, resolved, environment_info(str(device)))
+    rank, world = _rank_world()
+    if world > 1:
+        out = Path(_broadcast(str(out)))
+    if rank == 0:
+        store = ResultStore(out, resolved, environment_info(str(device)),
+                            scores_name="scores.jsonl" if world == 1 else "scores.rank0.jsonl")
+    _barrier(world)
+    if rank > 0:
+        store = ResultStore(out, resolved, environment_info(str(device)),
+                            scores_name=f"scores.rank{rank}.jsonl")
     collectors: dict[str, list] = {}
     qualitative: dict[str, tuple] = {}
+    shard = dataset if world == 1 else torch.utils.data.Subset(
+        dataset, list(range(rank, len(dataset), world)))
     try:
-        _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device, collectors,
-                  qualitative)
+        _evaluate(cfg, preset, shard, model, methods, metric_objs, store, device, collectors,
+                  qualitative, progress=cfg.progress and rank == 0)
     finally:
         store.close()
+    if world > 1:
+        collectors = _gather_dicts(collectors, world)
+        qualitative = qualitative if rank == 0 else {}
+        _barrier(world)
+        if rank != 0:
+            return out
+        from .results import merge_shards
+
+        merge_shards(out, {iid: i for i, iid in enumerate(dataset.ids)}, list(methods),
+                     cfg.batch_size or preset.batch_size)
     _write_side_files(out, dataset, preset, methods, metric_objs, collectors, qualitative)
     summary = summarize(out, list(methods), list(metric_objs),
                         reference=cfg.reference if cfg.reference in methods else None)
@@ -311,15 +450,15 @@ def _write_side_files(out, dataset, preset, methods, metric_objs, collectors, qu
 
 
 def _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device,
-              collectors: dict, qualitative: dict) -> None:
+              collectors: dict, qualitative: dict, progress: bool = True) -> None:
     from torch.utils.data import DataLoader
 
     bs = cfg.batch_size or preset.batch_size
-    loader = DataLoader(dataset, batch_size=bs, shuffle=False, collate_fn=collate_samples,
-                        num_workers=0)
+    loader = DataLoader(_FlagDataErrors(dataset), batch_size=bs, shuffle=False,
+                        collate_fn=collate_samples, num_workers=0)
     total = len(dataset) * len(methods)
     bar = None
-    if cfg.progress:
+    if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc="attrbench run", unit="img·method", dynamic_ncols=True)
@@ -327,8 +466,15 @@ def _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device,
     first_batch = True
     try:
         for batch in loader:
+            data_errors = batch.errors or [None] * len(batch)
             for name, method in methods.items():
-                todo = [i for i, iid in enumerate(batch.image_ids) if not store.done(iid, name)]
+                # an image that could not be read fails for every method, with the reason
+                store.append([{"image_id": iid, "method": name, "status": "failed",
+                               "error": f"data: {data_errors[i]}", "scores": {}}
+                              for i, iid in enumerate(batch.image_ids)
+                              if data_errors[i] is not None and not store.done(iid, name)])
+                todo = [i for i, iid in enumerate(batch.image_ids)
+                        if data_errors[i] is None and not store.done(iid, name)]
                 if bar is not None:
                     bar.set_postfix_str(name)
                 if not todo:
@@ -354,6 +500,44 @@ def _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device,
     finally:
         if bar is not None:
             bar.close()
+
+
+class _FlagDataErrors(torch.utils.data.Dataset):
+    """Wraps a dataset (or a ``Subset`` of one) so that an image that cannot be read becomes a
+    placeholder :class:`Sample` carrying the reason (``Sample.error``) instead of an exception
+    that would stop the whole run. Configuration problems (a wrong data root, a missing split
+    file) are raised when the dataset is opened, before any work, and are not affected."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+        base, idx = dataset, None
+        while isinstance(base, torch.utils.data.Subset):
+            idx = [base.indices[i] for i in idx] if idx is not None else list(base.indices)
+            base = base.dataset
+        self._base, self._idx = base, idx
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Sample:
+        j = index if self._idx is None else self._idx[index]
+        try:
+            s = self.dataset[index]
+        except Exception as exc:  # noqa: BLE001 — a bad file fails that image only
+            from .data import DataError
+
+            reason = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
+            return Sample.failed(str(self._base.ids[j]), self._base.num_classes,
+                                 self._base.image_size, reason)
+        present = s.labels > 0.5
+        if s.masks is not None and bool(present.any()) and not bool(s.masks[present].any()):
+            # a segmented image whose labelled classes have no pixel: every localisation
+            # metric would score it against an empty mask, so it is not scored at all
+            names = [self._base.classes[c] for c in s.class_ids]
+            return Sample.failed(s.image_id, self._base.num_classes, self._base.image_size,
+                                 f"empty ground-truth mask: image {s.image_id} is labelled "
+                                 f"{names} but its segmentation has no pixel of these classes")
+        return s
 
 
 def _subset(batch: Batch, idx: list[int]) -> Batch:

@@ -21,6 +21,10 @@ class Sample:
         masks: (K, H, W) bool per-class ground truth, or None when the image has no segmentation.
         boxes: list of (class_id, x0, y0, x1, y1, difficult) in resized-image pixels.
         image_id: stable id (the file stem for VOC, the image id for COCO).
+        error: None for a good sample; otherwise why the image could not be read (a corrupt
+            image or mask file, an unknown class, ...). Such a sample is a placeholder (zero
+            image, no labels) made by :meth:`failed`; the runner records it as a failed row for
+            every method and never scores it.
     """
 
     image: Tensor
@@ -28,6 +32,13 @@ class Sample:
     masks: Tensor | None
     boxes: list[tuple] = field(default_factory=list)
     image_id: str = ""
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, image_id: str, num_classes: int, image_size: int, error: str) -> "Sample":
+        """A placeholder for an image that could not be read (see ``error``)."""
+        return cls(torch.zeros(3, image_size, image_size), torch.zeros(num_classes), None, [],
+                   image_id, error)
 
     @property
     def class_ids(self) -> list[int]:
@@ -36,7 +47,11 @@ class Sample:
 
 @dataclass
 class Batch:
-    """A collated list of samples. ``masks`` is all-False where ``has_gt`` is False."""
+    """A collated list of samples. ``masks`` is all-False where ``has_gt`` is False.
+
+    ``errors`` holds each sample's :attr:`Sample.error` (None for a good sample); ``None`` for
+    the whole field means that every sample is good.
+    """
 
     images: Tensor
     labels: Tensor
@@ -44,6 +59,7 @@ class Batch:
     has_gt: Tensor
     boxes: list[list[tuple]]
     image_ids: list[str]
+    errors: list[str | None] | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(
@@ -53,6 +69,7 @@ class Batch:
             self.has_gt.to(device),
             self.boxes,
             self.image_ids,
+            self.errors,
         )
 
     def __len__(self) -> int:
@@ -71,5 +88,6 @@ def collate_samples(samples: list[Sample]) -> Batch:
         if s.masks is not None:
             masks[i] = s.masks
             has_gt[i] = True
+    errors = [s.error for s in samples]
     return Batch(images, labels, masks, has_gt, [s.boxes for s in samples],
-                 [s.image_id for s in samples])
+                 [s.image_id for s in samples], errors if any(errors) else None)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -42,8 +43,6 @@ def _loaders(preset: Preset, data_root: str | None, batch_size: int, limit: int 
 
 
 def _lightning():
-    import lightning.pytorch as pl
-
     return pl
 
 
@@ -71,44 +70,47 @@ def _optimizers(module, params, settings):
     return opt
 
 
-def _make_classifier_module(model: nn.Module, settings):
-    pl = _lightning()
+class ClassifierModule(pl.LightningModule):
+    """BCE-with-logits training of a multi-label classifier (horizontal-flip augmentation only
+    for the synthetic preset, whose labels are flip-invariant; the paper uses none)."""
 
-    class ClassifierModule(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            self.loss_fn = nn.BCEWithLogitsLoss()
+    def __init__(self, model: nn.Module, settings, flip: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.settings = settings
+        self.flip = flip
+        self.loss_fn = nn.BCEWithLogitsLoss()
 
-        def forward(self, x):
-            return self.model(x)
+    def forward(self, x):
+        return self.model(x)
 
-        def _step(self, batch, stage):
-            x, y = batch
-            if stage == "train":  # horizontal flips: labels are flip-invariant
-                flip = torch.rand(x.shape[0], device=x.device) < 0.5
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            loss = self.loss_fn(self.model(x), y)
-            self.log(f"{stage}_loss", loss, prog_bar=True, on_epoch=True, on_step=stage == "train",
-                     batch_size=x.shape[0], sync_dist=stage != "train")
-            return loss
+    def _step(self, batch, stage):
+        x, y = batch
+        if stage == "train" and self.flip:
+            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        loss = self.loss_fn(self.model(x), y)
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_epoch=True, on_step=stage == "train",
+                 batch_size=x.shape[0], sync_dist=stage != "train")
+        return loss
 
-        def training_step(self, batch, _):
-            return self._step(batch, "train")
+    def training_step(self, batch, _):
+        return self._step(batch, "train")
 
-        def validation_step(self, batch, _):
-            return self._step(batch, "val")
+    def validation_step(self, batch, _):
+        return self._step(batch, "val")
 
-        def configure_optimizers(self):
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            return _optimizers(self, params, settings)
-
-    return ClassifierModule()
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return _optimizers(self, params, self.settings)
 
 
 def _trainer(out: Path, settings, devices, strategy, precision, max_epochs, max_steps,
              progress: bool, accelerator: str = "auto"):
     pl = _lightning()
+    if strategy and "spawn" in str(strategy):
+        # spawned workers receive the module's tensors; fd passing fails in some sandboxes
+        torch.multiprocessing.set_sharing_strategy("file_system")
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
@@ -140,7 +142,7 @@ def train_classifier(
     pl.seed_everything(s.seed, workers=True)
     train, tl, vl = _loaders(preset, data_root, s.batch_size, limit)
     model = build_classifier(preset.classifier, train.num_classes)
-    module = _make_classifier_module(model, s)
+    module = ClassifierModule(model, s, flip=preset.dataset == "synthetic")
     trainer, ckpt = _trainer(out, s, devices, strategy, precision, max_epochs, max_steps, progress,
                              accelerator)
     t0 = time.perf_counter()
@@ -173,53 +175,53 @@ def evaluate_map(model: nn.Module, dataset, batch_size: int = 256) -> float:
     return mean_average_precision(torch.cat(scores), torch.cat(labels))
 
 
-def _make_explainer_module(net: nn.Module, classifier: nn.Module, preset: Preset, loss: str,
-                           settings):
-    pl = _lightning()
-    w = preset.explainer_loss
+class ExplainerModule(pl.LightningModule):
+    """Trains an Explainer network against a frozen classifier kept in eval mode throughout."""
 
-    class ExplainerModule(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-            self.classifier = classifier
-            for p in self.classifier.parameters():
-                p.requires_grad_(False)
-            self.classifier.eval()
+    def __init__(self, net: nn.Module, classifier: nn.Module, loss_weights, loss: str,
+                 settings) -> None:
+        super().__init__()
+        self.net = net
+        self.classifier = classifier
+        self.w = loss_weights
+        self.loss = loss
+        self.settings = settings
+        for p in self.classifier.parameters():
+            p.requires_grad_(False)
+        self.classifier.eval()
 
-        def train(self, mode: bool = True):  # the Explanandum stays frozen in eval mode
-            super().train(mode)
-            self.classifier.eval()
-            return self
+    def train(self, mode: bool = True):  # the Explanandum stays frozen in eval mode
+        super().train(mode)
+        self.classifier.eval()
+        return self
 
-        def _step(self, batch, stage):
-            x, y = batch
-            seg = self.net(x)
-            if loss == "explainer":
-                terms = explainer_loss(
-                    seg, x, y, self.classifier, entropy=w.entropy, tv=w.tv,
-                    area_constraint=w.area_constraint, target_area=w.target_area,
-                    nontarget_area=w.nontarget_area, class_min_area=w.class_min_area,
-                    class_max_area=w.class_max_area)
-            else:
-                terms = rt_saliency_loss(seg, x, y, self.classifier,
-                                         alt=rt_saliency_alternative(x))
-            for k, v in terms.items():
-                self.log(f"{stage}_{k}" if k != "loss" else f"{stage}_loss", v,
-                         prog_bar=k == "loss", on_epoch=True, on_step=stage == "train" and k == "loss",
-                         batch_size=x.shape[0], sync_dist=stage != "train")
-            return terms["loss"]
+    def _step(self, batch, stage):
+        x, y = batch
+        seg = self.net(x)
+        w = self.w
+        if self.loss == "explainer":
+            terms = explainer_loss(
+                seg, x, y, self.classifier, entropy=w.entropy, tv=w.tv,
+                area_constraint=w.area_constraint, target_area=w.target_area,
+                nontarget_area=w.nontarget_area, class_min_area=w.class_min_area,
+                class_max_area=w.class_max_area)
+        else:
+            terms = rt_saliency_loss(seg, x, y, self.classifier, alt=rt_saliency_alternative(x))
+        for k, v in terms.items():
+            self.log(f"{stage}_{k}" if k != "loss" else f"{stage}_loss", v,
+                     prog_bar=k == "loss", on_epoch=True,
+                     on_step=stage == "train" and k == "loss",
+                     batch_size=x.shape[0], sync_dist=stage != "train")
+        return terms["loss"]
 
-        def training_step(self, batch, _):
-            return self._step(batch, "train")
+    def training_step(self, batch, _):
+        return self._step(batch, "train")
 
-        def validation_step(self, batch, _):
-            return self._step(batch, "val")
+    def validation_step(self, batch, _):
+        return self._step(batch, "val")
 
-        def configure_optimizers(self):
-            return _optimizers(self, list(self.net.parameters()), settings)
-
-    return ExplainerModule()
+    def configure_optimizers(self):
+        return _optimizers(self, list(self.net.parameters()), self.settings)
 
 
 def train_explainer(
@@ -244,7 +246,7 @@ def train_explainer(
                          f"--classifier-checkpoint FILE")
     classifier, cmeta = load_classifier(ck_path, None, train.num_classes)
     net = build_explainer_net(preset.explainer_arch, train.num_classes)
-    module = _make_explainer_module(net, classifier, preset, loss, s)
+    module = ExplainerModule(net, classifier, preset.explainer_loss, loss, s)
     trainer, ckpt = _trainer(out, s, devices, strategy, precision, max_epochs, max_steps, progress,
                              accelerator)
     t0 = time.perf_counter()
