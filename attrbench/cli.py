@@ -121,6 +121,7 @@ def _add_train(sub) -> None:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--resume", help="a Lightning checkpoint to resume from")
+    p.add_argument("--imagenet-weights", help="ImageNet backbone weights file (paper presets)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -133,7 +134,7 @@ def _cmd_train(args) -> int:
     common = dict(data_root=args.data_root, devices=devices, strategy=args.strategy,
                   precision=args.precision, max_epochs=args.max_epochs, max_steps=args.max_steps,
                   limit=args.limit, resume=args.resume, progress=not args.no_progress,
-                  accelerator=args.accelerator)
+                  accelerator=args.accelerator, imagenet_weights=args.imagenet_weights)
     if args.what == "classifier":
         summary = train_classifier(preset, args.out, **common)
     else:

@@ -122,6 +122,11 @@ class ResultStore:
                 indent=2))
         self.config = config
         self._repair_tail()
+        if scores_name == "scores.jsonl":
+            # temporary files of an atomic write that a killed run left behind
+            for tmp in self.root.glob(".*.*"):
+                if tmp.name.startswith((".config.json.", ".summary.")) and tmp.is_file():
+                    tmp.unlink(missing_ok=True)
         # rows of this file and of any other shard file (a multi-process run) count as done
         self._done = {(r["image_id"], r["method"]) for r in self.rows()}
         for other in self.root.glob("scores*.jsonl"):
@@ -266,7 +271,10 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
 
     Per method and metric: the metric's ``aggregate`` value, the 95 % bootstrap CI of the mean of
     the per-image values (``Metric.image_value``), ``n`` (finite per-image values) and
-    ``n_undefined``. ``paired`` holds every method's paired comparison with ``reference``
+    ``n_undefined``. Per method: ``n_images`` (ok rows), ``n_failed`` and ``failures`` (failed
+    rows counted by reason: ``data``, ``no labels``, ``non-finite mask (NaN or inf)``, ``method
+    raised <Error>``, ...) and ``metric_errors`` (ok rows on which a metric raised, by reason).
+    ``paired`` holds every method's paired comparison with ``reference``
     (default: ``explainer`` if present, else the first method) on the images both scored; see
     :func:`attrbench.tables.paired_comparisons` (``test``: ``"bootstrap"`` or ``"wilcoxon"``).
     """
@@ -278,6 +286,7 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     n_ok = {m: 0 for m in methods}
     n_failed = {m: 0 for m in methods}
     errors: dict[str, dict[str, int]] = {m: {} for m in methods}
+    metric_errors: dict[str, dict[str, int]] = {m: {} for m in methods}
     for r in read_rows(run_dir):
         m = r["method"]
         if m not in per:
@@ -288,6 +297,9 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
             errors[m][reason] = errors[m].get(reason, 0) + 1
             continue
         n_ok[m] += 1
+        if r.get("metric_error"):  # a metric raised on this image: its value is undefined
+            reason = str(r["metric_error"]).split(":")[0][:80]
+            metric_errors[m][reason] = metric_errors[m].get(reason, 0) + 1
         ids[m].append(str(r["image_id"]))
         for k in metrics:
             per[m][k].append(r["scores"].get(k))
@@ -309,7 +321,8 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
             res[k] = {"value": value, "ci_low": lo, "ci_high": hi, "n": len(finite),
                       "n_undefined": len(vals) - len(finite)}
         out["results"][m] = {"n_images": n_ok[m], "n_failed": n_failed[m],
-                             "failures": errors[m], "metrics": res}
+                             "failures": errors[m], "metric_errors": metric_errors[m],
+                             "metrics": res}
     out["paired"] = paired_comparisons(per_image, methods, metrics, reference=reference, test=test)
     out["sanity_methods"] = [m for m in methods if m in SANITY_METHODS]
     return _clean(out)

@@ -154,7 +154,7 @@ def _pairs(labels: Tensor) -> tuple[Tensor, Tensor]:
 
 def _check_masks(masks: Tensor) -> Tensor:
     """(P,) reason codes: 0 ok, 1 non-finite, 2 outside [0, 1]."""
-    flat = masks.reshape(masks.shape[0], -1)
+    flat = masks.flatten(1)  # (P, H*W); P may be 0 (a batch without labelled images)
     bad_finite = ~torch.isfinite(flat).all(1)
     out_of_range = (flat.nan_to_num(0.5) < -1e-4).any(1) | (flat.nan_to_num(0.5) > 1 + 1e-4).any(1)
     code = torch.zeros(masks.shape[0], dtype=torch.long, device=masks.device)
@@ -343,7 +343,9 @@ def run(cfg: RunConfig) -> Path:
     dataset = open_dataset(preset, cfg.split or preset.split, data_root=cfg.data_root,
                            fmt=cfg.format, limit=cfg.limit, image_size=cfg.image_size)
     k = dataset.num_classes
-    ck = cfg.checkpoint or resolve_weights(preset.classifier_weights)
+    # --model without --checkpoint: the user's factory builds (and loads) its own model; the
+    # preset's shipped weights are only used for the preset's own classifier
+    ck = cfg.checkpoint or (None if cfg.model else resolve_weights(preset.classifier_weights))
     model_name = cfg.model or (None if cfg.checkpoint and not cfg.model else preset.classifier)
     if ck is None:
         if not cfg.model:

@@ -35,7 +35,7 @@ class Sample:
     error: str | None = None
 
     @classmethod
-    def failed(cls, image_id: str, num_classes: int, image_size: int, error: str) -> "Sample":
+    def failed(cls, image_id: str, num_classes: int, image_size: int, error: str) -> Sample:
         """A placeholder for an image that could not be read (see ``error``)."""
         return cls(torch.zeros(3, image_size, image_size), torch.zeros(num_classes), None, [],
                    image_id, error)

@@ -132,21 +132,28 @@ def train_classifier(
     preset: Preset, out: str | Path, *, data_root: str | None = None, devices: Any = 1,
     strategy: str = "auto", precision: str = "32-true", max_epochs: int | None = None,
     max_steps: int | None = None, limit: int | None = None, resume: str | None = None,
-    progress: bool = True, accelerator: str = "auto",
+    progress: bool = True, accelerator: str = "auto", imagenet_weights: str | None = None,
 ) -> dict[str, Any]:
-    """Train the preset's classifier; writes ``classifier.pt`` and ``train_summary.json``."""
+    """Train the preset's classifier; writes ``classifier.pt`` and ``train_summary.json``.
+
+    The paper's classifiers (``vgg16``, ``resnet50``) need ImageNet weights: from
+    ``imagenet_weights`` or the local torch hub cache; a clear error names the file otherwise.
+    """
     pl = _lightning()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = preset.classifier_train
     pl.seed_everything(s.seed, workers=True)
     train, tl, vl = _loaders(preset, data_root, s.batch_size, limit)
-    model = build_classifier(preset.classifier, train.num_classes)
+    kwargs: dict[str, Any] = {}
+    if preset.classifier in ("vgg16", "resnet50"):
+        kwargs = {"imagenet_weights": imagenet_weights, "require_imagenet": True}
+    model = build_classifier(preset.classifier, train.num_classes, **kwargs)
     module = ClassifierModule(model, s, flip=preset.dataset == "synthetic")
     trainer, ckpt = _trainer(out, s, devices, strategy, precision, max_epochs, max_steps, progress,
                              accelerator)
     t0 = time.perf_counter()
-    trainer.fit(module, tl, vl, ckpt_path=resume)
+    trainer.fit(module, tl, vl, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - t0
     if ckpt.best_model_path:
         best = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
@@ -229,7 +236,7 @@ def train_explainer(
     loss: str = "explainer", data_root: str | None = None, devices: Any = 1,
     strategy: str = "auto", precision: str = "32-true", max_epochs: int | None = None,
     max_steps: int | None = None, limit: int | None = None, resume: str | None = None,
-    progress: bool = True, accelerator: str = "auto",
+    progress: bool = True, accelerator: str = "auto", imagenet_weights: str | None = None,
 ) -> dict[str, Any]:
     """Train an Explainer (``loss="explainer"``) or RT-Saliency (``loss="rt_saliency"``)."""
     if loss not in ("explainer", "rt_saliency"):
@@ -245,12 +252,14 @@ def train_explainer(
         raise ValueError(f"preset '{preset.name}' has no classifier checkpoint; pass "
                          f"--classifier-checkpoint FILE")
     classifier, cmeta = load_classifier(ck_path, None, train.num_classes)
-    net = build_explainer_net(preset.explainer_arch, train.num_classes)
+    net = build_explainer_net(preset.explainer_arch, train.num_classes, **(
+        {"backbone_weights": imagenet_weights} if preset.explainer_arch == "deeplabv3_resnet50"
+        else {}))
     module = ExplainerModule(net, classifier, preset.explainer_loss, loss, s)
     trainer, ckpt = _trainer(out, s, devices, strategy, precision, max_epochs, max_steps, progress,
                              accelerator)
     t0 = time.perf_counter()
-    trainer.fit(module, tl, vl, ckpt_path=resume)
+    trainer.fit(module, tl, vl, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - t0
     if ckpt.best_model_path:
         best = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)

@@ -1,0 +1,243 @@
+"""Tests of ``attrbench bench`` (attrbench/bench.py).
+
+No timing assertions (hardware-dependent): the helpers are checked on trivial inputs, the
+measuring functions on what they return and count, and one ``--quick`` run end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from attrbench import bench
+from attrbench.bench import (
+    MethodPeakMemory,
+    Row,
+    bench_main,
+    format_table,
+    linear_extrapolation,
+    median_ms,
+    relative_growth,
+    safe_ratio,
+)
+
+
+# ------------------------------------------------------------------------------ helpers
+def test_safe_ratio_trivial_and_degenerate():
+    assert safe_ratio(3.0, 2.0) == 1.5
+    assert safe_ratio(0.0, 5.0) == 0.0
+    for a, b in [(1.0, 0.0), (1.0, -2.0), (math.nan, 1.0), (1.0, math.inf), (math.inf, 1.0)]:
+        assert math.isnan(safe_ratio(a, b)), (a, b)
+    with pytest.raises(TypeError, match="two numbers"):
+        safe_ratio("a", 1.0)
+
+
+def test_relative_growth():
+    assert relative_growth(100.0, 110.0) == pytest.approx(0.10)
+    assert relative_growth(200.0, 200.0) == 0.0
+    assert relative_growth(100.0, 90.0) == pytest.approx(-0.10)
+    assert math.isnan(relative_growth(0.0, 5.0))
+
+
+def test_linear_extrapolation():
+    assert linear_extrapolation(2.5, 100, 800) == 20.0
+    assert linear_extrapolation(7.0, 8000, 8000) == 7.0
+    with pytest.raises(ValueError, match="measured_units"):
+        linear_extrapolation(1.0, 0, 10)
+    with pytest.raises(ValueError, match="target_units"):
+        linear_extrapolation(1.0, 1, -3)
+
+
+@pytest.mark.parametrize("value, aim, expected", [
+    (1.10, "<= 1.15", True), (1.15, "<= 1.15", True), (1.2, "<= 1.15", False),
+    (150.0, ">= 100", True), (99.9, ">= 100", False),
+    (0.05, "<= 10%", True), (0.11, "<= 10%", False),
+    (3.0, "", None), (math.nan, "<= 1.0", None),
+])
+def test_row_holds(value, aim, expected):
+    assert Row("k", "label", value, aim).holds is expected
+
+
+def test_format_table_columns():
+    rows = [Row("a", "ratio a", 1.05, "<= 1.15", "ctx a"), Row("b", "speed-up b", 1234.0, ">= 100"),
+            Row("c", "growth c", 0.031, "<= 10%"), Row("d", "context d", 7.0, "")]
+    text = format_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split()[:4] == ["measurement", "value", "aim", "holds?"]
+    assert "1.050" in lines[2] and "yes" in lines[2] and "ctx a" in lines[2]
+    assert "1234" in lines[3] and "yes" in lines[3]
+    assert "3.1 %" in lines[4]
+    assert lines[5].split()[-1] == "-"  # no aim: no verdict
+
+
+def test_median_ms_counts_calls_and_interleaves():
+    order = []
+    fns = [lambda: order.append("a"), lambda: order.append("b")]
+    medians, minima = median_ms(fns, "cpu", repeats=3, warmup=2)
+    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert len(medians) == len(minima) == 2
+    assert all(0 <= m <= med for m, med in zip(minima, medians))
+    with pytest.raises(ValueError, match="repeats"):
+        median_ms(fns, "cpu", repeats=0)
+
+
+def test_method_peak_memory_sees_a_large_allocation():
+    with MethodPeakMemory("cpu") as mem:
+        x = torch.ones(16 * 2**20)  # 64 MB, touched
+        del x
+    if not math.isfinite(mem.mb):
+        pytest.skip("no peak-memory source on this platform")
+    assert mem.mb >= 48, mem.mb
+    # a second, small block gets its own (small) number when the high-water mark can be reset
+    with MethodPeakMemory("cpu") as small:
+        y = torch.ones(1000)
+        del y
+    if small.source.startswith("linux"):
+        assert small.mb < 32, small.mb
+
+
+def test_wait_rusage_is_per_child(tmp_path: Path):
+    big = [sys.executable, "-c", "b = bytearray(120 * 2**20); b[::4096] = b'x' * len(b[::4096])"]
+    small = [sys.executable, "-c", "pass"]
+    rc1, peak_big, _ = bench._wait_rusage(big, tmp_path / "big.log")
+    rc2, peak_small, _ = bench._wait_rusage(small, tmp_path / "small.log")
+    assert rc1 == rc2 == 0
+    if not math.isfinite(peak_big):
+        pytest.skip("no per-child rusage on this platform")
+    assert peak_big >= 120
+    assert peak_small < peak_big - 60  # not the running maximum over all children
+
+
+def test_memory_growth_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="two positive"):
+        bench.memory_growth([1000])
+    with pytest.raises(ValueError, match="two positive"):
+        bench.memory_growth([0, 10])
+
+
+# ------------------------------------------------------------------------------ measurements
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+        self.num_classes = 3  # so that no method probes the model with an extra forward
+        self.calls = 0
+        self.rows = 0
+
+    def forward(self, x):
+        self.calls += 1
+        self.rows += x.shape[0]
+        return self.head(self.conv(x).amax((2, 3)))
+
+
+def test_rise_overhead_runs_the_same_forwards():
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    images = torch.randn(2, 3, 16, 16)
+    r = bench.rise_overhead(model, images, num_masks=10, mask_batch=4, repeats=2)
+    assert r["ratio"] == pytest.approx(r["rise_ms"] / r["bare_ms"])
+    # (1 warm-up + 2 repeats) x (RISE + bare), each ceil(10 / 4) = 3 forwards of 2 x <=4 images
+    assert model.calls == 6 * 3
+    assert model.rows == 6 * 2 * 10
+
+
+def test_deletion_overhead_runs_the_same_forwards():
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    images = torch.randn(3, 3, 8, 8)
+    masks = torch.rand(3, 8, 8)
+    targets = torch.tensor([0, 1, 2])
+    d = bench.deletion_overhead(model, images, masks, targets, steps=4, batch_size=5, repeats=1)
+    assert d["forwards"] == 3 * 5
+    assert d["ratio"] == pytest.approx(d["ours_ms"] / d["bare_ms"])
+    assert model.rows == 2 * 2 * 15  # (warm-up + 1 repeat) x (ours + bare) x 15 images
+
+
+def test_deletion_vs_quantus_skips_without_quantus(monkeypatch):
+    monkeypatch.setitem(sys.modules, "quantus", None)  # import raises ImportError
+    model = Tiny().eval()
+    out = bench.deletion_vs_quantus(model, torch.randn(2, 3, 8, 8), torch.rand(2, 8, 8),
+                                    torch.tensor([0, 1]), 4, 8, 1)
+    assert set(out) == {"skipped"} and "Quantus is not importable" in out["skipped"]
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench_main(["--images", "0"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        bench_main(["--memory-sizes", "1000,abc"])
+    assert "--memory-sizes" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ end to end
+def _numbers(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+def test_bench_main_quick(tmp_path: Path, capsys):
+    assert bench_main(["--quick", "--skip-memory", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((tmp_path / "bench.json").read_text())
+
+    expected = ["rise_over_bare_forwards", "deletion_over_bare_forwards",
+                "insertion_over_bare_forwards", "gradcam_over_captum",
+                "gradcam_over_pytorch_grad_cam", "deletion_speedup_vs_quantus",
+                "deletion_speedup_vs_quantus_equal_work", "explainer_speedup_vs_rise8000",
+                "explainer_speedup_vs_ep800"]
+    optional = {"deletion_speedup_vs_quantus": "deletion_vs_quantus",
+                "deletion_speedup_vs_quantus_equal_work": "deletion_vs_quantus",
+                "explainer_speedup_vs_rise8000": "explainer_vs_paper",
+                "explainer_speedup_vs_ep800": "explainer_vs_paper"}
+    for key in expected:
+        if key in data["ratios"]:
+            row = data["ratios"][key]
+            assert isinstance(row["value"], float) and math.isfinite(row["value"]), key
+            assert row["label"] in printed, key  # every ratio row is printed
+            assert row["holds"] in (True, False, None)
+        else:  # only rows whose inputs can be missing may be absent, with a message
+            assert key in optional, f"{key} missing from bench.json"
+            assert data["skipped"][optional[key]], key
+    assert "memory_growth" in data["skipped"]
+
+    # every number in the file is finite (NaN would have been written as null)
+    nums = list(_numbers(data))
+    assert nums and all(math.isfinite(v) for _, v in nums)
+    nulls = [p for p, v in _walk_nulls(data)]
+    assert not nulls, nulls
+
+    # the per-method table: every built method has its three numbers
+    assert {"gradcam", "rise", "center"} <= set(data["methods"])
+    for name, m in data["methods"].items():
+        for k in ("ms_per_image", "calls_per_image", "peak_mem_mb"):
+            assert isinstance(m[k], (int, float)) and m[k] >= 0, (name, k)
+    assert data["methods"]["center"]["calls_per_image"] == 0
+    assert data["methods"]["gradcam"]["calls_per_image"] > 0
+    p = data["paper_settings"]
+    assert p["rise_extrapolated"] and p["ep_extrapolated"]
+    assert "extrapolated" in printed or "explainer_vs_paper" in data["skipped"]
+
+
+def _walk_nulls(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _walk_nulls(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _walk_nulls(v, f"{path}[{i}]")
+    elif obj is None and not path.startswith(".config"):
+        yield path, obj
