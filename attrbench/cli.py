@@ -161,6 +161,12 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .bench import bench_main
+
+    return bench_main(args.bench_args)
+
+
 def _cmd_compare(args) -> int:
     from .compare import compare_main
 
@@ -183,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--tolerance", action="append", metavar="METRIC=VALUE",
                    help="per-metric absolute tolerance override (repeatable)")
+    p = sub.add_parser("bench", help="speed ratios against the anchors (attrbench bench --help)",
+                       add_help=False)
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("data", help="dataset utilities")
     p.add_argument("action", choices=["make-synthetic"])
     p.add_argument("--out", required=True)
@@ -195,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "train": _cmd_train, "report": _cmd_report,
-                "compare": _cmd_compare, "data": _cmd_data}
+                "compare": _cmd_compare, "data": _cmd_data, "bench": _cmd_bench}
     from .data.voc import DataError
     from .models import CheckpointError
     from .registry import RegistryError

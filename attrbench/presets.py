@@ -104,12 +104,23 @@ SYNTHETIC = Preset(
     metric_options={
         # the pointing game's 15 px tolerance is defined at 224 px; scaled to 64 px
         "pointing_game": {"tolerance": 15 * 64 / 224},
+        # cheaper than the defaults so that the default run stays within minutes on 2 cores
+        "deletion_auc": {"steps": 16},
+        "insertion_auc": {"steps": 16},
+        "class_specificity_diag": {"thresholds": [0.25, 0.5, 0.75]},
+        "class_specificity_offdiag": {"thresholds": [0.25, 0.5, 0.75]},
     },
     classifier_train=TrainSettings(lr=3e-3, batch_size=64, max_epochs=50, patience=8, seed=42,
                                    schedule="onecycle"),
-    explainer_train=TrainSettings(lr=1e-3, batch_size=32, max_epochs=8, patience=3, seed=42),
+    # Deviations from the paper's VOC/VGG-16 setting (lr 1e-5, constant; target-area weight 0.1;
+    # class areas 5-30 %): a small U-Net trained from scratch on a CPU needs a larger, annealed
+    # learning rate, and the shapes cover 2-20 % of a 64 px image, so the per-class area window
+    # is 2-20 % and the target-area weight 0.3 (at 0.1 the masks stayed near 45 % of the image
+    # after 6000 training images in our pilot).
+    explainer_train=TrainSettings(lr=3e-3, batch_size=32, max_epochs=6, patience=3, seed=42,
+                                  schedule="onecycle"),
     explainer_loss=ExplainerLossWeights(
-        entropy=1.0, tv=1.0, area_constraint=1.0, target_area=0.1, nontarget_area=0.3,
+        entropy=1.0, tv=1.0, area_constraint=1.0, target_area=0.3, nontarget_area=0.3,
         class_min_area=0.02, class_max_area=0.20,
     ),
 )

@@ -244,7 +244,11 @@ class _SpecificityMetric(Metric):
         thresholds: Sequence[float] = THRESHOLDS,
         score: str = "softmax",
         batch_size: int = 256,
+        skip_methods: Sequence[str] = ("extremal_perturbations", "igos_pp"),
     ) -> None:
+        if isinstance(skip_methods, str) or not all(isinstance(m, str) for m in skip_methods):
+            raise TypeError(f"skip_methods must be a list of method names, got {skip_methods!r}")
+        self.skip_methods = tuple(skip_methods)
         if classes is not None:
             if isinstance(classes, (str, bytes)) or not all(
                     isinstance(c, int) and not isinstance(c, bool) for c in classes):
@@ -262,7 +266,7 @@ class _SpecificityMetric(Metric):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         super().__init__(classes=classes, max_classes=max_classes, thresholds=ths, score=score,
-                         batch_size=batch_size)
+                         batch_size=batch_size, skip_methods=list(self.skip_methods))
         self.classes, self.max_classes, self.thresholds = classes, max_classes, ths
         self.score_kind, self.batch_size = score, batch_size
         #: per (image, target) row: {"image_id", "target", "none", "masks": {c: p}}
@@ -287,6 +291,10 @@ class _SpecificityMetric(Metric):
         raise NotImplementedError
 
     def score(self, batch: EvalBatch) -> list[Any]:
+        if batch.method_name in self.skip_methods:
+            # not part of the protocol for this method (PAPER.md §6 leaves out EP and iGOS++,
+            # whose per-class optimisation makes K masks per image prohibitively expensive)
+            return [math.nan] * batch.batch_size
         per_image = class_specificity_rows(
             batch, self.classes, max_classes=self.max_classes, thresholds=self.thresholds,
             score=self.score_kind, batch_size=self.batch_size)
@@ -316,7 +324,8 @@ class ClassSpecificityDiag(_SpecificityMetric):
     Options: ``classes=None`` (all K classes; the paper uses VOC 4, 6, 7, 11, 14),
     ``max_classes=None`` (keep only the first ``max_classes`` of ``C``, to bound the cost),
     ``thresholds`` (0.1..0.9), ``score="softmax"`` (paper) or ``"sigmoid"``, ``batch_size=256``
-    masked images per classifier forward.
+    masked images per classifier forward, ``skip_methods`` (default: Extremal Perturbations and
+    iGOS++, which the paper's class-specificity evaluation leaves out: NaN, not a failure).
 
     Full matrix: after :meth:`update`, ``self.rows`` holds one dict per (image, target) pair,
     ``{"image_id", "target", "none", "masks": {c: p(t | mask c) for c in C}}``;
