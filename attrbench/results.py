@@ -328,20 +328,10 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     return _clean(out)
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, float):
-        if abs(v) >= 1000:
-            return f"{v:.0f}"
-        if abs(v) >= 100:
-            return f"{v:.1f}"
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
 def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows (strings) of the methods x metrics table."""
+    from .tables import fmt
+
     metrics = list(summary["metrics"])
     header = ["method", "n", "failed"] + [
         f"{k} {'↑' if summary['metrics'][k]['higher_is_better'] else '↓'}" for k in metrics]
@@ -349,7 +339,7 @@ def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for m in summary["methods"]:
         r = summary["results"][m]
         rows.append([m, str(r["n_images"]), str(r["n_failed"])]
-                    + [_fmt(r["metrics"][k]["value"]) for k in metrics])
+                    + [fmt(r["metrics"][k]["value"]) for k in metrics])
     return header, rows
 
 

@@ -128,6 +128,20 @@ def _trainer(out: Path, settings, devices, strategy, precision, max_epochs, max_
     ), ckpt
 
 
+def _fit(module, tl, vl, out, settings, devices, strategy, precision, max_epochs, max_steps,
+         progress, accelerator, resume):
+    """Fit with early stopping, then load the best-val-loss weights back into ``module``."""
+    trainer, ckpt = _trainer(out, settings, devices, strategy, precision, max_epochs, max_steps,
+                             progress, accelerator)
+    t0 = time.perf_counter()
+    trainer.fit(module, tl, vl, ckpt_path=resume, weights_only=True)
+    seconds = time.perf_counter() - t0
+    if ckpt.best_model_path:
+        best = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(best["state_dict"])
+    return trainer, seconds, ckpt
+
+
 def train_classifier(
     preset: Preset, out: str | Path, *, data_root: str | None = None, devices: Any = 1,
     strategy: str = "auto", precision: str = "32-true", max_epochs: int | None = None,
@@ -150,14 +164,8 @@ def train_classifier(
         kwargs = {"imagenet_weights": imagenet_weights, "require_imagenet": True}
     model = build_classifier(preset.classifier, train.num_classes, **kwargs)
     module = ClassifierModule(model, s, flip=preset.dataset == "synthetic")
-    trainer, ckpt = _trainer(out, s, devices, strategy, precision, max_epochs, max_steps, progress,
-                             accelerator)
-    t0 = time.perf_counter()
-    trainer.fit(module, tl, vl, ckpt_path=resume, weights_only=True)
-    seconds = time.perf_counter() - t0
-    if ckpt.best_model_path:
-        best = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(best["state_dict"])
+    trainer, seconds, ckpt = _fit(module, tl, vl, out, s, devices, strategy, precision,
+                                  max_epochs, max_steps, progress, accelerator, resume)
     model = module.model.cpu().eval()
     summary: dict[str, Any] = {"train_seconds": round(seconds, 1),
                                "epochs": trainer.current_epoch,
@@ -256,14 +264,8 @@ def train_explainer(
         {"backbone_weights": imagenet_weights} if preset.explainer_arch == "deeplabv3_resnet50"
         else {}))
     module = ExplainerModule(net, classifier, preset.explainer_loss, loss, s)
-    trainer, ckpt = _trainer(out, s, devices, strategy, precision, max_epochs, max_steps, progress,
-                             accelerator)
-    t0 = time.perf_counter()
-    trainer.fit(module, tl, vl, ckpt_path=resume, weights_only=True)
-    seconds = time.perf_counter() - t0
-    if ckpt.best_model_path:
-        best = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(best["state_dict"])
+    trainer, seconds, ckpt = _fit(module, tl, vl, out, s, devices, strategy, precision,
+                                  max_epochs, max_steps, progress, accelerator, resume)
     summary = {"train_seconds": round(seconds, 1), "epochs": trainer.current_epoch,
                "best_val_loss": float(ckpt.best_model_score or float("nan")), "loss": loss}
     if trainer.is_global_zero:
