@@ -4,7 +4,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .interfaces import AttributionMethod, EvalBatch, Metric  # noqa: E402
+
+
+def __getattr__(name: str):
+    # lazy: ``import attrbench`` (and so ``attrbench --help``) does not import torch
+    if name in ("AttributionMethod", "EvalBatch", "Metric"):
+        from . import interfaces
+
+        return getattr(interfaces, name)
+    raise AttributeError(f"module 'attrbench' has no attribute '{name}'")
 
 
 def create_method(name: str, model, **options):

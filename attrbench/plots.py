@@ -657,12 +657,12 @@ def plot_qualitative(
     labels = np.asarray(data["labels"])
     ids = [str(i) for i in data.get("image_ids", [""] * images.shape[0])]
     n = min(max_images, images.shape[0])
-    cell = 1.55
+    cell = 1.2
     fig = _new_figure(cell * (len(cols) + 1), cell * n + 0.3)
     for i in range(n):
         rgb = images[i].transpose(1, 2, 0)
         ax = fig.add_subplot(n, len(cols) + 1, i * (len(cols) + 1) + 1)
-        ax.imshow(rgb)
+        ax.imshow(rgb, interpolation="nearest")
         present = [class_names[k] for k in np.nonzero(labels[i])[0] if k < len(class_names)]
         ax.set_ylabel((ids[i] + "\n" if ids[i] else "") + ", ".join(present), fontsize=6)
         ax.set_xticks([])
@@ -671,8 +671,9 @@ def plot_qualitative(
             ax.set_title("image", fontsize=8)
         for j, m in enumerate(cols):
             ax = fig.add_subplot(n, len(cols) + 1, i * (len(cols) + 1) + j + 2)
-            ax.imshow(rgb)
-            ax.imshow(masks[names.index(m), i], cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
+            ax.imshow(rgb, interpolation="nearest")
+            ax.imshow(masks[names.index(m), i], cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:

@@ -374,7 +374,9 @@ def run(cfg: RunConfig) -> Path:
         "preset": preset.to_dict(), "data_root": str(cfg.data_root) if cfg.data_root else None,
         "split": cfg.split or preset.split, "limit": cfg.limit, "seed": cfg.seed,
         "image_size": dataset.image_size, "num_classes": k, "classes": list(dataset.classes),
-        "classifier": {"checkpoint": str(ck) if ck else None, **{
+        # shipped weights are recorded by their package name, not by a path of this machine
+        "classifier": {"checkpoint": (str(cfg.checkpoint) if cfg.checkpoint else
+                                      (preset.classifier_weights if ck else None)), **{
             kk: v for kk, v in cmeta.items() if kk in ("name", "fingerprint", "num_classes")}},
         "methods": {n: m.describe() for n, m in methods.items()},
         "metrics": {n: {**type(m).describe(), "options": m.options} for n, m in metric_objs.items()},
@@ -424,12 +426,13 @@ def run(cfg: RunConfig) -> Path:
 def _write_side_files(out, dataset, preset, methods, metric_objs, collectors, qualitative) -> None:
     """Class-specificity matrices and the qualitative grid's images and masks (for the report).
 
-    On a resumed run only what this process computed is available: a side file is written only
-    when every method contributed, so it never mixes partial results.
+    On a resumed run only what this process computed is available (the qualitative grid is
+    written only when every method contributed to it; class-specificity matrices hold the images
+    this process evaluated).
     """
     from . import plots
 
-    if collectors and set(collectors) == set(methods):
+    if collectors:  # methods the metric skips (EP, iGOS++ by the paper's protocol) are absent
         from .metrics.specificity import confusion_matrix
 
         matrices = {}

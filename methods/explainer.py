@@ -48,8 +48,9 @@ class Explainer(AttributionMethod):
                  classifier_fingerprint: str | None = None) -> None:
         from attrbench.presets import resolve_weights
 
-        path = checkpoint or (resolve_weights(getattr(preset, self._weights_field, None))
-                              if preset is not None else None)
+        path = resolve_weights(str(checkpoint)) if checkpoint else (
+            resolve_weights(getattr(preset, self._weights_field, None))
+            if preset is not None else None)
         if path is None:
             pname = getattr(preset, "name", "?")
             raise ValueError(
@@ -64,7 +65,9 @@ class Explainer(AttributionMethod):
             net, meta = load_explainer(path, classifier_fingerprint, loss=self.loss_name)
         except CheckpointError as exc:
             raise ValueError(str(exc)) from None
-        super().__init__(model, checkpoint=str(path))
+        # the preset's shipped weights are recorded as "package:<file>", not as a local path
+        super().__init__(model, checkpoint=str(checkpoint) if checkpoint else
+                         getattr(preset, self._weights_field, str(path)))
         self.net = net
         self.meta = meta
         self._num_classes = meta["num_classes"]

@@ -265,7 +265,8 @@ def deletion_insertion_curves(
         img = item_img[sl]
         # deletion: a perturbed pixel takes the baseline; insertion: it takes the image
         if zero:
-            x = images[img].masked_fill(sel if mode == "deletion" else ~sel, 0.0)
+            # images[img] is a fresh gathered tensor: fill it in place (one copy less)
+            x = images[img].masked_fill_(sel if mode == "deletion" else ~sel, 0.0)
         elif mode == "deletion":
             x = torch.where(sel, base[img], images[img])
         else:

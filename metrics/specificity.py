@@ -166,7 +166,8 @@ def _method_masks(batch: EvalBatch, img_idx: Tensor, cs: list[int]) -> Tensor:
     method = batch.method
     images = batch.images[img_idx]
     n, _, h, w = images.shape
-    seeds = batch.seeds[img_idx].cpu() if batch.seeds is not None else torch.zeros(n, dtype=torch.long)
+    seeds = (batch.seeds.cpu()[img_idx.cpu()] if batch.seeds is not None
+             else torch.zeros(n, dtype=torch.long))
     if method.all_classes_at_once and not method.needs_ground_truth:
         allm = method.attribute_all(images, seeds=seeds)
         return allm[:, cs]

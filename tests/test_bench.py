@@ -217,7 +217,10 @@ def test_bench_main_quick(tmp_path: Path, capsys):
     # every number in the file is finite (NaN would have been written as null)
     nums = list(_numbers(data))
     assert nums and all(math.isfinite(v) for _, v in nums)
-    nulls = [p for p, v in _walk_nulls(data)]
+    # a null is allowed only as the verdict of a row that has no aim (e.g. the EP speed-up)
+    nulls = [p for p, v in _walk_nulls(data)
+             if not (p.endswith(".holds") and data["ratios"][p.split(".")[2]].get("aim") in
+                     (None, "-", ""))]
     assert not nulls, nulls
 
     # the per-method table: every built method has its three numbers
