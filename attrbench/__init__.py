@@ -52,5 +52,15 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-__all__ = ["AttributionMethod", "EvalBatch", "Metric", "create_method", "create_metric",
-           "list_methods", "list_metrics", "list_presets", "list_models", "__version__"]
+__all__ = [
+    "AttributionMethod",
+    "EvalBatch",
+    "Metric",
+    "__version__",
+    "create_method",
+    "create_metric",
+    "list_methods",
+    "list_metrics",
+    "list_models",
+    "list_presets",
+]

@@ -94,7 +94,7 @@ EXPLAINER_ARCHS.register("deeplabv3_resnet50", "attrbench.models.explainer_nets:
                          summary="the paper's Explainer (torchvision DeepLabv3-ResNet50)")
 
 # ----------------------------------------------------------------------------- presets
-from .presets import PRESET_OBJECTS as _PRESET_OBJECTS  # noqa: E402  (light module)
+from .presets import PRESET_OBJECTS as _PRESET_OBJECTS
 
 for _p, _obj in _PRESET_OBJECTS.items():
     PRESETS.register(_p, _obj, summary=_obj.description)

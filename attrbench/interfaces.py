@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AttributionMethod", "Metric", "EvalBatch", "model_state_guard", "infer_num_classes"]
+__all__ = ["AttributionMethod", "EvalBatch", "Metric", "infer_num_classes", "model_state_guard"]
 
 
 # ---------------------------------------------------------------------------------- helpers

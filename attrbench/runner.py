@@ -25,7 +25,7 @@ import json
 import math
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,16 @@ from .catalog import METHODS, METRICS, PRESETS
 from .data import Batch, Sample, collate_samples, open_dataset
 from .interfaces import AttributionMethod, EvalBatch
 from .metrics.cost import CallCounter, PeakMemory
-from .models import load_classifier, load_explainer
+from .models import load_classifier
 from .presets import Preset, resolve_weights
-from .results import ResultStore, environment_info, summarize, text_table, summary_table, write_summary
+from .results import (
+    ResultStore,
+    environment_info,
+    summarize,
+    summary_table,
+    text_table,
+    write_summary,
+)
 
 
 class ConfigError(ValueError):

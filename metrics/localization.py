@@ -101,7 +101,6 @@ def _prepare(masks: Tensor, gt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     if not masks.is_floating_point():
         raise TypeError(f"masks must be a floating tensor, got {masks.dtype}")
     dtype = _acc_dtype(masks.device)
-    b = masks.shape[0]
     m = masks.flatten(1).to(dtype)
     gt = gt.to(masks.device)
     if gt.dtype == torch.bool:

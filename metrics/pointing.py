@@ -162,7 +162,6 @@ def energy_pointing_game(maps: Tensor, regions: Tensor) -> Tensor:
     """
     _check_maps(maps)
     regions = _check_regions(regions, maps)
-    p = maps.shape[0]
     dtype = torch.float32 if maps.device.type == "mps" else torch.float64
     flat = maps.flatten(1).to(dtype)
     finite = torch.isfinite(flat).all(dim=1)

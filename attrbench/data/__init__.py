@@ -8,7 +8,7 @@ from typing import Any
 from .sample import Batch, Sample, collate_samples
 from .voc import DataError, VOCDataset
 
-__all__ = ["Batch", "Sample", "collate_samples", "DataError", "VOCDataset", "open_dataset"]
+__all__ = ["Batch", "DataError", "Sample", "VOCDataset", "collate_samples", "open_dataset"]
 
 
 def detect_format(root: str | Path) -> str:

@@ -58,10 +58,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
+from .base import DataError, ImageDataset, open_rgb
 from .sample import IMAGENET_MEAN, IMAGENET_STD, Sample
-from .voc import DataError
 
 SPLITS = ("train", "val", "test", "test-seg")
 VAL_FRACTION = 0.1
@@ -166,7 +165,7 @@ def make_seg_id_list(annotation_file: str | Path, n: int = 2000, seed: int = 0,
     return ids
 
 
-class COCODataset(Dataset):
+class COCODataset(ImageDataset):
     """Samples of one split of COCO-2014 (see the module docstring for splits and protocol).
 
     Args:
@@ -207,8 +206,7 @@ class COCODataset(Dataset):
             raise ValueError(f"segmentation must be 'auto', 'only' or 'none', got {segmentation!r}")
         if crowd not in ("include", "exclude"):
             raise ValueError(f"crowd must be 'include' or 'exclude', got {crowd!r}")
-        if not isinstance(image_size, int) or image_size < 8:
-            raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+        super().__init__(image_size, mean, std, cache)
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit must be a positive int or None, got {limit!r}")
         if ids_file is not None and split != "test-seg":
@@ -217,11 +215,8 @@ class COCODataset(Dataset):
         if not self.root.is_dir():
             raise DataError(f"data root {self.root} does not exist")
         self.split = split
-        self.image_size = image_size
         self.segmentation = segmentation
         self.crowd = crowd
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
         source = _SOURCE[split]
         self.annotation_file = self.root / "annotations" / f"instances_{source}.json"
@@ -282,14 +277,6 @@ class COCODataset(Dataset):
             raise DataError(f"split '{split}' of {self.root} has no annotated images")
         self._int_ids = ids
         self.ids = [str(i) for i in ids]
-        self._cache: dict[int, Sample] | None = {} if cache else None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def _annotations(self, image_id: int) -> list[dict]:
         anns = self.coco.imgToAnns.get(image_id, [])
@@ -303,22 +290,7 @@ class COCODataset(Dataset):
         return self.image_dir / name
 
     def load_image(self, image_id: int) -> Image.Image:
-        path = self.image_path(image_id)
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return im.convert("RGB")
-        except FileNotFoundError:
-            raise DataError(f"missing image file {path}") from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"unreadable image file {path}: {exc}") from None
-
-    def to_tensor(self, im: Image.Image) -> torch.Tensor:
-        s = self.image_size
-        if im.size != (s, s):
-            im = im.resize((s, s), Image.BILINEAR)
-        arr = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
-        return (arr.float() / 255.0 - self.mean) / self.std
+        return open_rgb(self.image_path(image_id))
 
     def class_masks_native(self, image_id: int) -> np.ndarray | None:
         """(K, h, w) bool union of each class's annotation masks at the annotated size."""
@@ -355,9 +327,7 @@ class COCODataset(Dataset):
             out[k] = torch.from_numpy(np.asarray(im) > 127)
         return out
 
-    def __getitem__(self, index: int) -> Sample:
-        if self._cache is not None and index in self._cache:
-            return self._cache[index]
+    def _load(self, index: int) -> Sample:
         image_id = self._int_ids[index]
         info = self.coco.imgs[image_id]
         im = self.load_image(image_id)
@@ -387,7 +357,4 @@ class COCODataset(Dataset):
             native = self.class_masks_native(image_id)
             if native is not None:
                 masks = self._resize_masks(native)
-        sample = Sample(self.to_tensor(im), labels, masks, boxes, str(image_id))
-        if self._cache is not None:
-            self._cache[index] = sample
-        return sample
+        return Sample(self.to_tensor(im), labels, masks, boxes, str(image_id))

@@ -61,7 +61,7 @@ class Batch:
     image_ids: list[str]
     errors: list[str | None] | None = None
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(
             self.images.to(device),
             self.labels.to(device),

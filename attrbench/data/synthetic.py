@@ -116,8 +116,8 @@ def shape_mask(kind: str, size: int, cx: float, cy: float, r: float, angle: floa
 
 def _distractor_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     """A thick bar or a zig-zag polyline: no class, background in the ground truth."""
-    from skimage.draw import line_aa  # noqa: F401  (import check only)
     from scipy.ndimage import binary_dilation
+    from skimage.draw import line_aa  # noqa: F401  (import check only)
 
     mask = np.zeros((size, size), dtype=bool)
     n_pts = 2 if rng.random() < 0.5 else int(rng.integers(3, 5))

@@ -28,25 +28,23 @@ Protocol (PAPER.md §1, §4):
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
+from .base import DataError, ImageDataset, open_rgb
 from .sample import IMAGENET_MEAN, IMAGENET_STD, Sample
+
+__all__ = ["VOC_CLASSES", "DataError", "VOCDataset", "find_voc_root", "parse_voc_xml"]
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )
-
-
-class DataError(ValueError):
-    """A dataset file is missing or malformed; the message names the file and what is expected."""
 
 
 def find_voc_root(root: str | Path) -> Path:
@@ -119,7 +117,7 @@ def _safe_child(root: Path, sub: str, name: str, suffix: str) -> Path:
     return root / sub / f"{name}{suffix}"
 
 
-class VOCDataset(Dataset):
+class VOCDataset(ImageDataset):
     """Samples of one split of a VOC-layout dataset (see the module docstring).
 
     Args:
@@ -150,16 +148,12 @@ class VOCDataset(Dataset):
             raise ValueError(f"segmentation must be 'auto', 'only' or 'none', got {segmentation!r}")
         if void not in ("foreground", "background", "ignore"):
             raise ValueError(f"void must be 'foreground', 'background' or 'ignore', got {void!r}")
-        if not isinstance(image_size, int) or image_size < 8:
-            raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+        super().__init__(image_size, mean, std, cache)
         self.root = find_voc_root(root)
         self.split = split
-        self.image_size = image_size
         self.segmentation = segmentation
         self.void = void
         self.void_radius = void_radius
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.classes = read_class_names(self.root)
         self.class_index = {c: i for i, c in enumerate(self.classes)}
         split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
@@ -178,32 +172,9 @@ class VOCDataset(Dataset):
         if not ids:
             raise DataError(f"split '{split}' of {self.root} has no images")
         self.ids = ids
-        self._cache: dict[int, Sample] | None = {} if cache else None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def load_image(self, image_id: str) -> Image.Image:
-        path = _safe_child(self.root, "JPEGImages", image_id, ".jpg")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return im.convert("RGB")
-        except FileNotFoundError:
-            raise DataError(f"missing image file {path}") from None
-        except (OSError, SyntaxError) as exc:
-            raise DataError(f"unreadable image file {path}: {exc}") from None
-
-    def to_tensor(self, im: Image.Image) -> torch.Tensor:
-        s = self.image_size
-        if im.size != (s, s):
-            im = im.resize((s, s), Image.BILINEAR)
-        arr = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
-        return (arr.float() / 255.0 - self.mean) / self.std
+        return open_rgb(_safe_child(self.root, "JPEGImages", image_id, ".jpg"))
 
     def load_masks(self, image_id: str, labels: torch.Tensor) -> torch.Tensor | None:
         path = _safe_child(self.root, "SegmentationClass", image_id, ".png")
@@ -231,7 +202,8 @@ class VOCDataset(Dataset):
         masks = torch.zeros(k, *seg.shape, dtype=torch.bool)
         present = (seg >= 1) & (seg <= k)
         idx = (seg[present] - 1)
-        masks[idx, *torch.nonzero(present, as_tuple=True)] = True
+        ys, xs = torch.nonzero(present, as_tuple=True)
+        masks[idx, ys, xs] = True
         void = seg == 255
         if self.void == "foreground" and void.any():
             r = self.void_radius
@@ -241,9 +213,7 @@ class VOCDataset(Dataset):
             masks |= near & void.unsqueeze(0)
         return masks
 
-    def __getitem__(self, index: int) -> Sample:
-        if self._cache is not None and index in self._cache:
-            return self._cache[index]
+    def _load(self, index: int) -> Sample:
         image_id = self.ids[index]
         im = self.load_image(image_id)
         w0, h0 = im.size
@@ -256,7 +226,4 @@ class VOCDataset(Dataset):
             labels[c] = 1.0
             boxes.append((c, x0 * sx, y0 * sy, (x1 + 1) * sx - 1, (y1 + 1) * sy - 1, diff))
         masks = self.load_masks(image_id, labels)
-        sample = Sample(self.to_tensor(im), labels, masks, boxes, image_id)
-        if self._cache is not None:
-            self._cache[index] = sample
-        return sample
+        return Sample(self.to_tensor(im), labels, masks, boxes, image_id)

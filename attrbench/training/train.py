@@ -20,8 +20,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import open_dataset
-from ..models import (build_classifier, build_explainer_net, fingerprint, load_classifier,
-                      save_classifier, save_explainer)
+from ..models import (
+    build_classifier,
+    build_explainer_net,
+    fingerprint,
+    load_classifier,
+    save_classifier,
+    save_explainer,
+)
 from ..presets import Preset, resolve_weights
 from .losses import explainer_loss, rt_saliency_alternative, rt_saliency_loss
 
