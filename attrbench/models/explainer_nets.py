@@ -24,36 +24,47 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class SmallUNet(nn.Module):
-    """U-Net with three resolutions (widths 8/16/32 by default; 24 M MACs at 64 px) and a 1x1 head to K logits.
+    """U-Net with ``len(widths)`` resolutions (default 4: widths 8/16/32/64, 31 M MACs at
+    64 px; receptive field about 70 px, the whole image) and a 1x1 head to K logits.
 
     Deviation from the paper: the paper uses DeepLabv3-ResNet50 with an ImageNet backbone; the
-    synthetic preset needs a network that trains on two CPU cores in minutes.
+    synthetic preset needs a network that trains on two CPU cores in minutes. A 3-level variant
+    (receptive field ~30 px) learned *where* the objects are but not *which* class they are:
+    its masks for absent classes were as large as for present ones (val non-target area 0.17
+    vs target 0.16), so the fourth level is there to see whole shapes.
     """
 
-    def __init__(self, num_classes: int, widths: tuple[int, int, int] = (8, 16, 32)) -> None:
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = (8, 16, 32, 64)) -> None:
         super().__init__()
+        if len(widths) < 2:
+            raise ValueError(f"widths needs at least 2 levels, got {widths!r}")
         self.num_classes = num_classes
-        a, b, c = widths
-        self.enc1 = _block(3, a)
-        self.enc2 = _block(a, b)
-        self.enc3 = _block(b, c)
+        self.widths = tuple(widths)
+        self.enc = nn.ModuleList()
+        c_in = 3
+        for c in widths:
+            self.enc.append(_block(c_in, c))
+            c_in = c
         self.pool = nn.MaxPool2d(2)
-        self.up2 = nn.ConvTranspose2d(c, b, 2, stride=2)
-        self.dec2 = _block(2 * b, b)
-        self.up1 = nn.ConvTranspose2d(b, a, 2, stride=2)
-        self.dec1 = _block(2 * a, a)
-        self.head = nn.Conv2d(a, num_classes, 1)
+        self.up = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for hi, lo in zip(reversed(widths[1:]), reversed(widths[:-1])):
+            self.up.append(nn.ConvTranspose2d(hi, lo, 2, stride=2))
+            self.dec.append(_block(2 * lo, lo))
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        if h % 4 or w % 4:
-            raise ValueError(f"SmallUNet needs H and W divisible by 4, got {h}x{w}")
-        e1 = self.enc1(x)
-        e2 = self.enc2(self.pool(e1))
-        e3 = self.enc3(self.pool(e2))
-        d2 = self.dec2(torch.cat([self.up2(e3), e2], 1))
-        d1 = self.dec1(torch.cat([self.up1(d2), e1], 1))
-        return self.head(d1)
+        f = 2 ** (len(self.widths) - 1)
+        if h % f or w % f:
+            raise ValueError(f"SmallUNet needs H and W divisible by {f}, got {h}x{w}")
+        skips = []
+        for i, block in enumerate(self.enc):
+            x = block(x if i == 0 else self.pool(x))
+            skips.append(x)
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips[:-1])):
+            x = dec(torch.cat([up(x), skip], 1))
+        return self.head(x)
 
 
 class _DeepLabWrapper(nn.Module):
