@@ -185,7 +185,6 @@ def run_method_on_batch(method: AttributionMethod, batch: Batch, seeds: Tensor,
             if not bool(batch.has_gt[i]) and errors[i] is None:
                 errors[i] = "no ground truth: method needs segmentation masks"
         gt = batch.masks[pi, pc].float()
-    stats = {}
     images = batch.images[pi]
     with PeakMemory(device) as mem, CallCounter(method.model) as calls, _Timer(device) as timer:
         try:
@@ -206,7 +205,6 @@ def run_method_on_batch(method: AttributionMethod, batch: Batch, seeds: Tensor,
             errors[0] = errors[0] or f"method raised {err}"
             return None, errors, stats
         # retry image by image to find the failing ones
-        parts = []
         ok_masks = torch.zeros(len(pi), *batch.images.shape[-2:], device=device)
         for i in range(b):
             sel = pi == i
@@ -219,7 +217,6 @@ def run_method_on_batch(method: AttributionMethod, batch: Batch, seeds: Tensor,
                 errors[i] = errors[i] or (e_i[0] if e_i[0] else f"method raised {err}")
             else:
                 ok_masks[sel] = m_i
-            parts.append(i)
         masks = ok_masks
     codes = _check_masks(masks)
     for p in torch.nonzero(codes).flatten().tolist():
