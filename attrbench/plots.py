@@ -58,8 +58,8 @@ __all__ = [
     "save_qualitative",
 ]
 
-#: Binarisation thresholds of the F1 curve (PAPER.md §1: 0.1..0.9).
-F1_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
+#: Binarisation thresholds of the F1 curve (PAPER.md §1: 0.1..0.9, the iou_mean thresholds).
+F1_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 QUALITATIVE_FILE = "qualitative.npz"
 CLASS_SPECIFICITY_FILE = "class_specificity.json"
 QUALITATIVE_FORMAT = "attrbench-qualitative-v1"

@@ -625,9 +625,9 @@ def _f1_curves(eb: EvalBatch) -> list[list[float]] | None:
     if eb.gt_masks is None:
         return None
     from .metrics.localization import binary_f1
+    from .plots import F1_THRESHOLDS
 
-    thr = [round(0.1 * t, 1) for t in range(1, 10)]
-    return binary_f1(eb.merged, eb.gt_union, thr).cpu().tolist()
+    return binary_f1(eb.merged, eb.gt_union, F1_THRESHOLDS).cpu().tolist()
 
 
 def _to_py(v: Any) -> Any:
