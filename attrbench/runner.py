@@ -343,6 +343,8 @@ def run(cfg: RunConfig) -> Path:
     preset: Preset = for_own_data(PRESETS.get(cfg.preset), bool(cfg.data_root), bool(cfg.model))
     method_names = METHODS.resolve_list(cfg.methods if cfg.methods else
                                         (list(preset.default_methods) if preset.default_methods else None))
+    if cfg.model and not cfg.methods:
+        method_names = _without_foreign_checkpoints(method_names, cfg)
     default_metrics = [m for m in METRICS.names() if METRICS.meta(m).get("default", True)]
     metric_names = METRICS.resolve_list(cfg.metrics) if cfg.metrics else (
         list(preset.default_metrics) if preset.default_metrics else default_metrics)
@@ -460,6 +462,25 @@ def run(cfg: RunConfig) -> Path:
         write_report(out)
     _raise_if_all_failed(out, summary)
     return out
+
+
+def _without_foreign_checkpoints(names: list[str], cfg: RunConfig) -> list[str]:
+    """The default method list for a user's ``--model``: methods with a trained network of their
+    own (the Explainer, RT-Saliency) are left out unless a checkpoint is given for them, since
+    the preset's shipped weights were trained for the preset's classifier (a note says so)."""
+    given = {n for n, o in cfg.method_options.items() if "checkpoint" in o}
+    if cfg.explainer_checkpoint:
+        given.add("explainer")
+    dropped = [n for n in names if getattr(METHODS.get(n), "needs_checkpoint", False)
+               and METHODS.canonical(n) not in given]
+    if dropped and _rank_world()[0] == 0:
+        import sys
+
+        print(f"attrbench: {', '.join(dropped)} left out: their shipped weights were trained for "
+              f"the preset's classifier, not for --model (--explainer-checkpoint FILE or "
+              f"--method-option NAME.checkpoint=FILE, and --methods, to run them)",
+              file=sys.stderr)
+    return [n for n in names if n not in dropped]
 
 
 def _class_names_to_ids(metric: str, opts: dict[str, Any], names) -> dict[str, Any]:
