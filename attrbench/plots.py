@@ -378,7 +378,7 @@ def load_class_specificity(path: str | Path) -> dict[str, dict[str, Any]]:
     d = json.loads(Path(path).read_text())
     methods = d.get("methods", d) if isinstance(d, dict) else None
     if not isinstance(methods, dict):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 — a malformed file, not an argument of the wrong type
             f"{path}: expected {{method: {{'classes', 'matrix'}}}}, got {type(d).__name__}"
         )
     out = {}

@@ -33,7 +33,7 @@ SPECIFICITY_CLASSES = ("bottle", "car", "cat", "dog", "person")
 
 @dataclass(frozen=True)
 class ExplainerLossWeights:
-    """Weights of the Explainer loss (PAPER.md §4): L_c + λ_e L_e + λ_a(...) + λ_tv L_tv."""
+    """Weights of the Explainer loss (Stalder et al. 2022): L_c + λ_e L_e + λ_a(...) + λ_tv L_tv."""
 
     entropy: float = 1.0
     tv: float = 1.0

@@ -1,4 +1,4 @@
-"""The result store: one folder per run (DESIGN.md, "ResultStore").
+"""The result store: one folder per run.
 
 Files:
     config.json     every resolved option, package/torch versions, git hash, device
@@ -72,8 +72,8 @@ def _clean(v: Any) -> Any:
 
 def git_hash() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True,
+                             text=True, cwd=Path(__file__).resolve().parent, timeout=5)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -133,7 +133,7 @@ class ResultStore:
         for other in self.root.glob("scores*.jsonl"):
             if other != self.scores_path:
                 self._done |= {(r["image_id"], r["method"]) for r in read_rows(other.parent, other.name)}
-        self._fh = open(self.scores_path, "a", encoding="utf-8")
+        self._fh = open(self.scores_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def _repair_tail(self) -> None:
         """Drop a truncated last line left by a killed process."""
