@@ -1,13 +1,17 @@
 """The trained Explainer of Stalder et al. (NeurIPS 2022) and the adapted Real-Time Saliency.
 
-Explainer (PAPER.md §4): a segmentation network E trained against the frozen classifier F; the
+Explainer (Stalder et al. 2022): a segmentation network E trained against the frozen classifier F; the
 per-class masks are S = sigmoid(E(x)), so **one forward pass gives every class mask**
 (``attribute_all``), and ``attribute`` picks the requested classes out of that same pass.
 At test time the runner merges the ground-truth classes' masks by pixel-wise max, which is the
 paper's target mask m = sigmoid(max_{k in y} E(x)_k) (sigmoid is monotone, so max and sigmoid
-commute).
+commute). Merge order ``"rescale_then_max"`` (the default; there is no rescale at all).
 
-Real-Time Saliency (Dabkowski & Gal, NeurIPS 2017), as the paper adapted it (PAPER.md §5): the
+Both depend on the classifier only through training (``classifier_use = "training"``): the
+classifier is not called to make a map, so a model-randomisation test, which re-runs a method on
+a randomised classifier, does not apply to them (it would need the network retrained).
+
+Real-Time Saliency (Dabkowski & Gal, NeurIPS 2017), as the paper adapted it: the
 same architecture trained with Dabkowski & Gal's loss (``attrbench train explainer --loss
 rt-saliency``); inference is identical.
 
@@ -41,6 +45,7 @@ class Explainer(AttributionMethod):
     name = "explainer"
     needs_checkpoint = True
     all_classes_at_once = True
+    classifier_use = "training"
     loss_name = "explainer"
     _weights_field = "explainer_weights"
 
@@ -94,7 +99,7 @@ class Explainer(AttributionMethod):
 
 class RTSaliency(Explainer):
     """Real-Time Saliency (Dabkowski & Gal 2017) in the paper's adaptation: the Explainer
-    architecture trained with Dabkowski & Gal's loss (PAPER.md §5)."""
+    architecture trained with Dabkowski & Gal's loss."""
 
     name = "rt_saliency"
     loss_name = "rt_saliency"
