@@ -184,11 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     p = sub.add_parser("report", help="write report.html for a run folder")
     p.add_argument("run_dir")
-    p = sub.add_parser("compare", help="compare a run with a baseline; exit 1 on regression")
+    p = sub.add_parser("compare", help="compare a run with a baseline; exit 1 on a regression, "
+                       "a new failure, another image count or another configuration")
     p.add_argument("baseline")
     p.add_argument("run_dir")
     p.add_argument("--tolerance", action="append", metavar="METRIC=VALUE",
-                   help="per-metric absolute tolerance override (repeatable)")
+                   help="replace a metric's tolerance value, in the unit of its own tolerance "
+                        "kind (absolute, relative fraction or flips); 'none': report only "
+                        "(repeatable)")
     p = sub.add_parser("bench", help="speed ratios against the anchors (attrbench bench --help)",
                        add_help=False)
     p.add_argument("bench_args", nargs=argparse.REMAINDER)

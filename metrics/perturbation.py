@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attrbench.interfaces import EvalBatch, Metric
+from attrbench.interfaces import EvalBatch, Metric, Tolerance
 
 __all__ = [
     "BASELINES",
@@ -364,6 +364,8 @@ class _CurveMetric(Metric):
     mode: ClassVar[str] = "deletion"
     default_baseline: ClassVar[str] = "zero"
     needs = frozenset({"model"})
+    #: areas under probability curves, in [0, 1]
+    tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
 
     def __init__(
         self,
@@ -512,6 +514,8 @@ class SaliencyMetric(Metric):
     version = 1
     definition = "log(max(area, 0.05)) - log(sum of GT-class softmax probs on the masked image)"
     needs = frozenset({"model"})
+    #: an unbounded log-ratio (about -3 to 0.2 here): relative, with a floor for values near 0
+    tolerance = Tolerance("relative", 0.05, floor=0.02)
 
     def __init__(self, score: str = "softmax", min_area: float = 0.05, empty: str = "nan") -> None:
         _check_choice("score", score, ("softmax", "sigmoid"))
