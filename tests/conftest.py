@@ -110,3 +110,14 @@ def synthetic_batch():
                 lab[k - 1] = 1
         labels.append(lab)
     return torch.stack(imgs), torch.stack(labels), torch.stack(cls)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic_root(tmp_path_factory):
+    """A small dataset of the synthetic generator (64 train, 16 val, 8 test images) for the
+    training tests: the default dataset's 6,000 training images are not needed to take a few
+    optimisation steps."""
+    from attrbench.data.synthetic import SyntheticConfig, write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("synthetic") / "tiny",
+                           SyntheticConfig(n_train=64, n_val=16, n_test=8), progress=False)
