@@ -1,4 +1,4 @@
-"""The ``attrbench`` command line (DESIGN.md, "CLI"). Subcommands stay thin and import heavy
+"""The ``attrbench`` command line. Subcommands stay thin and import heavy
 modules only when they run, so ``attrbench --help`` is instant.
 
 Configuration errors (unknown names, bad options, missing files) print one line and exit 2;
@@ -131,10 +131,11 @@ def _cmd_train(args) -> int:
 
     preset = PRESETS.get(args.preset)
     devices: Any = int(args.devices) if args.devices.isdigit() else args.devices
-    common = dict(data_root=args.data_root, devices=devices, strategy=args.strategy,
-                  precision=args.precision, max_epochs=args.max_epochs, max_steps=args.max_steps,
-                  limit=args.limit, resume=args.resume, progress=not args.no_progress,
-                  accelerator=args.accelerator, imagenet_weights=args.imagenet_weights)
+    common = {"data_root": args.data_root, "devices": devices, "strategy": args.strategy,
+              "precision": args.precision, "max_epochs": args.max_epochs,
+              "max_steps": args.max_steps, "limit": args.limit, "resume": args.resume,
+              "progress": not args.no_progress, "accelerator": args.accelerator,
+              "imagenet_weights": args.imagenet_weights}
     if args.what == "classifier":
         summary = train_classifier(preset, args.out, **common)
     else:

@@ -108,7 +108,9 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
     if not isinstance(d, dict):
-        raise ValueError(f"{what} {path} must hold a JSON object, got {type(d).__name__}")
+        # a file with the wrong content: ValueError, like any other bad input of the CLI
+        raise ValueError(  # noqa: TRY004
+            f"{what} {path} must hold a JSON object, got {type(d).__name__}")
     return d
 
 

@@ -2,7 +2,7 @@
 :class:`Metric`, plus :class:`EvalBatch`, the one object that carries a batch from the runner to
 the metrics.
 
-Data flow (DESIGN.md): dataset -> runner -> method -> metric -> result store. Methods map
+Data flow: dataset -> runner -> method -> metric -> result store. Methods map
 ``(images, targets)`` to masks; metrics map an :class:`EvalBatch` to one score per image.
 """
 

@@ -58,7 +58,8 @@ __all__ = [
     "save_qualitative",
 ]
 
-#: Binarisation thresholds of the F1 curve (PAPER.md §1: 0.1..0.9, the iou_mean thresholds).
+#: Binarisation thresholds of the F1 curve (0.1..0.9, the thresholds of iou_mean, as in the
+#: paper's F1 figure).
 F1_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 QUALITATIVE_FILE = "qualitative.npz"
 CLASS_SPECIFICITY_FILE = "class_specificity.json"
@@ -374,8 +375,8 @@ def load_class_specificity(path: str | Path) -> dict[str, dict[str, Any]]:
     :func:`save_class_specificity` file and the bare ``{method: {...}}`` mapping."""
     d = json.loads(Path(path).read_text())
     methods = d.get("methods", d) if isinstance(d, dict) else None
-    if not isinstance(methods, dict):
-        raise ValueError(
+    if not isinstance(methods, dict):  # bad file content
+        raise ValueError(  # noqa: TRY004
             f"{path}: expected {{method: {{'classes', 'matrix'}}}}, got {type(d).__name__}"
         )
     out = {}

@@ -1,4 +1,4 @@
-"""The result store: one folder per run (DESIGN.md, "ResultStore").
+"""The result store: one folder per run.
 
 Files:
     config.json     every resolved option, package/torch versions, git hash, device
@@ -152,7 +152,8 @@ class ResultStore:
         for other in self.root.glob("scores*.jsonl"):
             if other != self.scores_path:
                 self._done |= {(r["image_id"], r["method"]) for r in read_rows(other.parent, other.name)}
-        self._fh = open(self.scores_path, "a", encoding="utf-8")
+        # open for the store's lifetime (closed by close()): rows are appended batch by batch
+        self._fh = open(self.scores_path, "a", encoding="utf-8")  # noqa: SIM115
 
     def _repair_tail(self) -> None:
         """Drop a truncated last line left by a killed process."""

@@ -1,4 +1,4 @@
-"""The benchmark runner: dataset -> methods -> metrics -> result store (DESIGN.md, "Data flow").
+"""The benchmark runner: dataset -> methods -> metrics -> result store.
 
 For every batch of images and every method:
     1. the method makes one mask per (image, ground-truth class) pair (the paper's multi-label
@@ -315,7 +315,7 @@ def run(cfg: RunConfig) -> Path:
         backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
         dist.init_process_group(backend)
         if backend == "nccl":
-            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     # ------------------------------------------------------------- validate before any work
     if cfg.preset not in PRESETS:
         PRESETS.canonical(cfg.preset)  # raises the did-you-mean error
@@ -498,8 +498,8 @@ def _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device,
                     if (one.labels > 0.5).any():
                         try:
                             run_method_on_batch(method, one, seeds[:1], device)
-                        except Exception:  # noqa: BLE001 — failures are recorded in the real call
-                            pass
+                        except Exception:  # noqa: BLE001, S110
+                            pass  # the failure is recorded by the real call below
                 rows = _score(name, method, sub, seeds, model, metric_objs, device,
                               collectors, qualitative if first_batch else None)
                 store.append(rows)

@@ -1,4 +1,4 @@
-"""Segmentation-style localisation metrics of Stalder et al. (NeurIPS 2022), §1 of PAPER.md.
+"""Segmentation-style localisation metrics of Stalder et al. (NeurIPS 2022).
 
 Every metric compares, per image, the merged mask ``m`` (the pixel-wise max of the image's class
 masks, values in [0, 1]) with the binary ground-truth foreground ``s`` (the union of all classes'

@@ -3,8 +3,9 @@
 * Resume: a run killed with SIGKILL at random points (and with a half-written last batch) and
   restarted with the same command ends with the same rows (no row lost, none duplicated) and the
   same summary as an uninterrupted run. The kill points come from a seed that is printed and
-  named in every assertion; ``ATTRBENCH_KILL_SEED=<seed>`` replays them. Cost metrics (``time_ms``, ``model_calls``,
-  ``peak_mem_mb``) measure the machine, not the method, and are left out of the comparison.
+  named in every assertion; ``ATTRBENCH_KILL_SEED=<seed>`` replays them. Cost metrics
+  (``time_ms``, ``model_calls``, ``peak_mem_mb``) measure the machine, not the method, and are
+  left out of the comparison.
 * Determinism: the same command and seed give identical per-image scores; batch size does not
   change them (stochastic methods are seeded per image).
 * The run folder: a changed configuration is refused; the ``environment`` entry is not compared;

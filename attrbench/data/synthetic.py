@@ -2,7 +2,7 @@
 per-pixel ground truth, written in **VOC layout** so that it goes through the same reader as
 PASCAL VOC.
 
-Design (issue 2):
+Design:
     * 6 object classes that differ only by **shape** (circle, square, triangle, star, cross,
       ring); colour and texture (solid, stripes, checker, noise, gradient) are drawn per instance,
       so colour alone cannot classify.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -126,7 +127,7 @@ def _distractor_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     pts = rng.uniform(0, size, size=(n_pts, 2))
     from skimage.draw import line
 
-    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
         rr, cc = line(int(y0), int(x0), int(min(y1, size - 1)), int(min(x1, size - 1)))
         keep = (rr >= 0) & (rr < size) & (cc >= 0) & (cc < size)
         mask[rr[keep], cc[keep]] = True
