@@ -284,7 +284,15 @@ def _worker(fabric, cfg: RunConfig) -> str:
 
     sub = dataclasses.replace(cfg, devices=1,
                               device=str(fabric.device) if fabric.device.type == "cuda" else "cpu")
-    return str(run(sub))
+    try:
+        return str(run(sub))
+    finally:
+        import torch.distributed as dist
+
+        # leave no process group to the interpreter's exit: gloo's threads torn down there can
+        # abort the process ("terminate called without an active exception")
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _validate_names(cfg: RunConfig) -> None:

@@ -166,7 +166,7 @@ def test_resume_continues_from_the_saved_epoch_and_optimizer_state(trained):
     assert moved > 1e-4, "the resumed fit did not train"
     for k, st in full["optimizer_states"][0]["state"].items():
         torch.testing.assert_close(res["optimizer_states"][0]["state"][k]["exp_avg"],
-                                   st["exp_avg"], rtol=1e-4, atol=1e-8)
+                                   st["exp_avg"], rtol=1e-3, atol=1e-7)
 
 
 def test_direct_optimisation_lowers_the_loss():
