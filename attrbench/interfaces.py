@@ -429,9 +429,10 @@ class Metric:
             ``{"gt", "model", "method", "boxes", "time"}``.
         kind: ``"quality"`` (a property of the masks; checked by ``attrbench compare``) or
             ``"cost"`` (time, calls, memory: depends on the machine; reported, never checked).
-        tolerance: the :class:`Tolerance` of ``attrbench compare`` for a quality metric (None
-            for cost metrics). The default suits a score bounded in [0, 1]; a metric on another
-            scale, with small typical values or with discrete outcomes declares its own.
+        regression_tolerance: the :class:`Tolerance` of ``attrbench compare`` for a quality
+            metric (None for cost metrics). The default suits a score bounded in [0, 1]; a
+            metric on another scale, with small typical values or with discrete outcomes
+            declares its own. (Not ``tolerance``: some metrics have an option of that name.)
     """
 
     name: ClassVar[str] = "base"
@@ -439,7 +440,7 @@ class Metric:
     version: ClassVar[int] = 1
     definition: ClassVar[str] = ""
     kind: ClassVar[str] = "quality"
-    tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
+    regression_tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
     needs: ClassVar[frozenset[str]] = frozenset()
     #: a per-image value is a dict class -> value (aggregated per class first)
     per_class: ClassVar[bool] = False
@@ -499,12 +500,13 @@ class Metric:
         if cls.kind not in METRIC_KINDS:
             raise ValueError(f"metric '{cls.name}': kind must be one of {METRIC_KINDS}, "
                              f"got {cls.kind!r}")
-        if (cls.kind == "cost") != (cls.tolerance is None):
+        tol = cls.regression_tolerance
+        if (cls.kind == "cost") != (tol is None):
             raise ValueError(f"metric '{cls.name}': a cost metric has tolerance None and a "
                              f"quality metric a Tolerance, got kind {cls.kind!r} and "
-                             f"tolerance {cls.tolerance!r}")
+                             f"regression_tolerance {tol!r}")
         return {"kind": cls.kind,
-                "tolerance": None if cls.tolerance is None else cls.tolerance.to_dict()}
+                "tolerance": None if tol is None else tol.to_dict()}
 
 
 MetricFn = Callable[[EvalBatch], list]

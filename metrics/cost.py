@@ -244,7 +244,7 @@ class TimeMs(Metric):
     definition = "method wall time per image (ms); median over images"
     needs = frozenset({"time"})
     kind = "cost"  # depends on the machine: reported, never checked
-    tolerance = None
+    regression_tolerance = None
 
     def score(self, batch: EvalBatch) -> list[float]:
         return _per_image(batch.time_ms, batch.batch_size, "batch.time_ms")
@@ -270,7 +270,7 @@ class ModelCalls(Metric):
     definition = "classifier forward + backward rows per image"
     needs = frozenset({"time"})
     kind = "cost"  # depends on the machine: reported, never checked
-    tolerance = None
+    regression_tolerance = None
 
     def score(self, batch: EvalBatch) -> list[float]:
         return _per_image(batch.extras.get("model_calls"), batch.batch_size,
@@ -292,7 +292,7 @@ class PeakMemMb(Metric):
     definition = "peak memory (MB) of the method call for the batch"
     needs = frozenset({"time"})
     kind = "cost"  # depends on the machine: reported, never checked
-    tolerance = None
+    regression_tolerance = None
 
     def score(self, batch: EvalBatch) -> list[float]:
         v = batch.extras.get("peak_mem_mb")

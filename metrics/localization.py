@@ -327,7 +327,7 @@ class _ImageLevelMetric(Metric):
     needs: ClassVar[frozenset[str]] = frozenset({"gt"})
     version: ClassVar[int] = 1
     #: scores in [0, 1] that use the whole range: absolute (about 1 % of the range)
-    tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
+    regression_tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
     _fn: ClassVar[Callable[[Tensor, Tensor], Tensor]]
 
     def __init__(self, **options: Any) -> None:
@@ -447,7 +447,7 @@ class BackgroundCoverage(_ImageLevelMetric):
     name = "background_coverage"
     higher_is_better = False
     #: good methods score 0.02 to 0.1: relative, so that ±0.01 is not ±50 % of such a value
-    tolerance = Tolerance("relative", 0.05, floor=0.002)
+    regression_tolerance = Tolerance("relative", 0.05, floor=0.002)
     definition = "Σmax(m−s,0)/Σ(1−s): fraction of the background covered by the merged mask"
     _fn = staticmethod(background_coverage)
 

@@ -365,7 +365,7 @@ class _CurveMetric(Metric):
     default_baseline: ClassVar[str] = "zero"
     needs = frozenset({"model"})
     #: areas under probability curves, in [0, 1]
-    tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
+    regression_tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
 
     def __init__(
         self,
@@ -515,7 +515,7 @@ class SaliencyMetric(Metric):
     definition = "log(max(area, 0.05)) - log(sum of GT-class softmax probs on the masked image)"
     needs = frozenset({"model"})
     #: an unbounded log-ratio (about -3 to 0.2 here): relative, with a floor for values near 0
-    tolerance = Tolerance("relative", 0.05, floor=0.02)
+    regression_tolerance = Tolerance("relative", 0.05, floor=0.02)
 
     def __init__(self, score: str = "softmax", min_area: float = 0.05, empty: str = "nan") -> None:
         _check_choice("score", score, ("softmax", "sigmoid"))

@@ -373,7 +373,7 @@ class PointingGame(Metric):
     needs: ClassVar[frozenset[str]] = frozenset({"gt", "boxes"})
     per_class: ClassVar[bool] = True
     #: discrete hits: two (image, class) outcomes may flip
-    tolerance: ClassVar[Tolerance | None] = Tolerance("flips", 2)
+    regression_tolerance: ClassVar[Tolerance | None] = Tolerance("flips", 2)
 
     def __init__(self, **options: Any) -> None:
         _check_common_options(options, ("tolerance", "use_boxes", "skip_difficult"), self.name)
@@ -449,7 +449,7 @@ class EnergyPointingGame(Metric):
     definition: ClassVar[str] = "share of the map's energy Σmap·GT/Σmap inside the class's GT"
     needs: ClassVar[frozenset[str]] = frozenset({"gt", "boxes"})
     #: values from 0.06 (uninformative maps) up: relative
-    tolerance: ClassVar[Tolerance | None] = Tolerance("relative", 0.05, floor=0.002)
+    regression_tolerance: ClassVar[Tolerance | None] = Tolerance("relative", 0.05, floor=0.002)
 
     def __init__(self, **options: Any) -> None:
         _check_common_options(options, ("use_boxes", "skip_difficult"), self.name)

@@ -104,7 +104,7 @@ class Gini(_MergedMaskMetric):
     name = "gini"
     higher_is_better = True
     version = 1
-    tolerance = Tolerance("absolute", 0.01)  # in [0, 1]
+    regression_tolerance = Tolerance("absolute", 0.01)  # in [0, 1]
     definition = "Gini index of the flattened merged mask (sparsity)"
     fn = staticmethod(gini)
 
@@ -120,7 +120,7 @@ class Area(_MergedMaskMetric):
     name = "area"
     higher_is_better = False
     version = 1
-    tolerance = Tolerance("relative", 0.05, floor=0.002)  # sharp masks: 0.03 to 0.15
+    regression_tolerance = Tolerance("relative", 0.05, floor=0.002)  # sharp masks: 0.03 to 0.15
     definition = "mean value of the merged mask"
     fn = staticmethod(area)
 
@@ -138,6 +138,6 @@ class Entropy(_MergedMaskMetric):
     higher_is_better = False
     version = 1
     # nats, up to log(H*W) (8.3 at 64 px) and all methods within 5.8 to 8.3: relative 0.5 %
-    tolerance = Tolerance("relative", 0.005, floor=0.01)
+    regression_tolerance = Tolerance("relative", 0.005, floor=0.01)
     definition = "Shannon entropy (nats) of the merged mask normalised to sum 1"
     fn = staticmethod(entropy)

@@ -237,7 +237,7 @@ def class_specificity_rows(
 class _SpecificityMetric(Metric):
     needs = frozenset({"model", "method"})
     per_class = True
-    tolerance = Tolerance("absolute", 0.01)  # in [0, 1]
+    regression_tolerance = Tolerance("absolute", 0.01)  # in [0, 1]
 
     def __init__(
         self,

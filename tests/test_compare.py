@@ -335,13 +335,13 @@ def test_every_metric_declares_its_kind_and_tolerance():
     for name in REGISTRY.names():
         cls = REGISTRY.get(name)
         reg = cls.regression()
-        owners = [c for c in cls.__mro__ if "tolerance" in c.__dict__]
+        owners = [c for c in cls.__mro__ if "regression_tolerance" in c.__dict__]
         assert owners[0] is not Metric, f"{name} does not declare its tolerance"
         if reg["kind"] == "cost":
             assert reg["tolerance"] is None, name
         else:
-            assert isinstance(cls.tolerance, Tolerance), name
-    assert REGISTRY.get("pointing_game").tolerance.kind == "flips"
+            assert isinstance(cls.regression_tolerance, Tolerance), name
+    assert REGISTRY.get("pointing_game").regression_tolerance.kind == "flips"
     cost = {n for n in REGISTRY.names() if REGISTRY.get(n).kind == "cost"}
     assert cost == {"time_ms", "model_calls", "peak_mem_mb"}
     # the tables' list of cost metrics (no paired tests, no bold) agrees with the metrics
