@@ -189,14 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     p = sub.add_parser("report", help="write report.html for a run folder")
     p.add_argument("run_dir")
-    p = sub.add_parser("compare", help="compare a run with a baseline; exit 1 on regression")
+    p = sub.add_parser("compare", help="compare a run with a baseline; exit 1 on a regression, "
+                       "a new failure, another image count or another configuration")
     p.add_argument("baseline")
     p.add_argument("run_dir")
     p.add_argument("--tolerance", action="append", metavar="METRIC=VALUE",
-                   help="per-metric absolute tolerance override (repeatable)")
+                   help="replace a metric's tolerance value, in the unit of its own tolerance "
+                        "kind (absolute, relative fraction or flips); 'none': report only "
+                        "(repeatable)")
     p = sub.add_parser("bench", help="speed ratios against the anchors (attrbench bench --help)",
                        add_help=False)
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("readme-table", add_help=False,
+                       help="write README.md's results table from results/baselines/"
+                            "synthetic.json (--check: exit 1 when they differ)")
+    p.add_argument("readme_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("data", help="dataset utilities")
     p.add_argument("action", choices=["make-synthetic"])
     p.add_argument("--out", required=True)
@@ -211,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import bench_main
 
         return bench_main(argv[1:])
+    if argv and argv[0] == "readme-table":
+        from .readme_table import main as readme_main
+
+        return readme_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "train": _cmd_train, "report": _cmd_report,

@@ -21,6 +21,7 @@ __all__ = [
     "AttributionMethod",
     "EvalBatch",
     "Metric",
+    "Tolerance",
     "infer_num_classes",
     "minmax_rescale",
     "model_state_guard",
@@ -412,6 +413,77 @@ class EvalBatch:
         return out.view(batch_size, h, w)
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a metric's summary value may move before ``attrbench compare`` fails.
+
+    Kinds (``value`` is in the kind's unit):
+        ``absolute``: ``|current - baseline| <= value``, for scores bounded in a fixed range
+            whose values use that range (most localisation scores in [0, 1]).
+        ``relative``: ``|current - baseline| <= max(value * |baseline|, floor)``, for metrics
+            with small typical values or without a fixed range; ``floor`` keeps a baseline of
+            exactly 0 from demanding bit equality.
+        ``flips``: ``|current - baseline| <= value / n`` with ``n`` the number of images with a
+            defined value in the baseline, for discrete per-image outcomes (a hit or a miss):
+            ``value`` is the number of per-image outcomes that may flip.
+
+    Example:
+        >>> Tolerance("relative", 0.05, floor=0.002).allowed(0.026)
+        0.002
+        >>> Tolerance("flips", 2).allowed(0.5, n=100)
+        0.02
+    """
+
+    kind: str
+    value: float
+    floor: float = 0.0
+
+    KINDS: ClassVar[tuple[str, ...]] = ("absolute", "relative", "flips")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"tolerance kind must be one of {self.KINDS}, got {self.kind!r}")
+        for name in ("value", "floor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or (
+                    not math.isfinite(v)):
+                raise ValueError(f"tolerance {name} must be a finite number >= 0, got {v!r}")
+        if self.floor and self.kind != "relative":
+            raise ValueError(f"a floor only applies to relative tolerances, got kind {self.kind!r}")
+
+    def allowed(self, baseline: float, n: int | None = None) -> float:
+        """The largest allowed ``|current - baseline|`` (``n``: images with a defined value)."""
+        if self.kind == "absolute":
+            return float(self.value)
+        if self.kind == "relative":
+            return max(float(self.value) * abs(baseline), float(self.floor))
+        if not n or n < 1:
+            raise ValueError(f"a flips tolerance needs the number of scored images, got n={n!r}")
+        return float(self.value) / n
+
+    def describe(self) -> str:
+        if self.kind == "absolute":
+            return f"±{self.value:g}"
+        if self.kind == "relative":
+            return f"±{100 * self.value:g}%" + (f" (>= {self.floor:g})" if self.floor else "")
+        return f"{self.value:g} flip" + ("" if self.value == 1 else "s")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "value": self.value}
+        if self.floor:
+            d["floor"] = self.floor
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Tolerance:
+        if not isinstance(d, dict) or "kind" not in d or "value" not in d:
+            raise ValueError(f"a tolerance must be a dict with 'kind' and 'value', got {d!r}")
+        return cls(d["kind"], d["value"], d.get("floor", 0.0))
+
+
+METRIC_KINDS = ("quality", "cost")
+
+
 class Metric:
     """Base class of every metric: a thin accumulator around pure tensor functions.
 
@@ -431,12 +503,20 @@ class Metric:
         definition: one line shown in tables and the report.
         needs: what the metric reads from the batch: a subset of
             ``{"gt", "model", "method", "boxes", "time"}``.
+        kind: ``"quality"`` (a property of the masks; checked by ``attrbench compare``) or
+            ``"cost"`` (time, calls, memory: depends on the machine; reported, never checked).
+        regression_tolerance: the :class:`Tolerance` of ``attrbench compare`` for a quality
+            metric (None for cost metrics). The default suits a score bounded in [0, 1]; a
+            metric on another scale, with small typical values or with discrete outcomes
+            declares its own. (Not ``tolerance``: some metrics have an option of that name.)
     """
 
     name: ClassVar[str] = "base"
     higher_is_better: ClassVar[bool] = True
     version: ClassVar[int] = 1
     definition: ClassVar[str] = ""
+    kind: ClassVar[str] = "quality"
+    regression_tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
     needs: ClassVar[frozenset[str]] = frozenset()
     #: a per-image value is a dict class -> value (aggregated per class first)
     per_class: ClassVar[bool] = False
@@ -495,6 +575,21 @@ class Metric:
             "version": cls.version,
             "definition": cls.definition,
         }
+
+    @classmethod
+    def regression(cls) -> dict[str, Any]:
+        """``{"kind", "tolerance"}`` as written to summaries and baselines (checked: a cost
+        metric has no tolerance, a quality metric has one)."""
+        if cls.kind not in METRIC_KINDS:
+            raise ValueError(f"metric '{cls.name}': kind must be one of {METRIC_KINDS}, "
+                             f"got {cls.kind!r}")
+        tol = cls.regression_tolerance
+        if (cls.kind == "cost") != (tol is None):
+            raise ValueError(f"metric '{cls.name}': a cost metric has tolerance None and a "
+                             f"quality metric a Tolerance, got kind {cls.kind!r} and "
+                             f"regression_tolerance {tol!r}")
+        return {"kind": cls.kind,
+                "tolerance": None if tol is None else tol.to_dict()}
 
 
 def per_class_mean(values: Sequence[Any]) -> float:

@@ -70,13 +70,30 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def git_hash() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True,
-                             text=True, cwd=Path(__file__).resolve().parent, timeout=5)
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=False,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_state() -> dict[str, Any]:
+    """``{"commit": hash or None, "clean": bool or None}`` of the checkout attrbench is imported
+    from (None outside a git checkout of attrbench). ``clean`` is False when tracked files are
+    modified or untracked files are not ignored."""
+    top = _git("rev-parse", "--show-toplevel")
+    pkg = Path(__file__).resolve().parent
+    if not top or Path(top.strip()).resolve() / "attrbench" != pkg:
+        return {"commit": None, "clean": None}
+    commit = (_git("rev-parse", "HEAD") or "").strip() or None
+    status = _git("status", "--porcelain")
+    return {"commit": commit, "clean": None if status is None else status.strip() == ""}
+
+
+def git_hash() -> str | None:
+    return git_state()["commit"]
 
 
 def environment_info(device: str) -> dict[str, Any]:
@@ -86,7 +103,9 @@ def environment_info(device: str) -> dict[str, Any]:
 
     info = {"attrbench": attrbench.__version__, "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
-            "git": git_hash(), "device": device}
+            "device": device}
+    git = git_state()
+    info["git"], info["git_clean"] = git["commit"], git["clean"]
     try:
         import torchvision
 
@@ -133,7 +152,8 @@ class ResultStore:
         for other in self.root.glob("scores*.jsonl"):
             if other != self.scores_path:
                 self._done |= {(r["image_id"], r["method"]) for r in read_rows(other.parent, other.name)}
-        self._fh = open(self.scores_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        # open for the store's lifetime (closed by close()): rows are appended batch by batch
+        self._fh = open(self.scores_path, "a", encoding="utf-8")  # noqa: SIM115
 
     def _repair_tail(self) -> None:
         """Drop a truncated last line left by a killed process."""
@@ -281,7 +301,7 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     :func:`attrbench.tables.paired_comparisons` (``test``: ``"bootstrap"`` or ``"wilcoxon"``).
     """
     from .catalog import METRICS
-    from .tables import COST_METRICS, SANITY_METHODS, paired_comparisons
+    from .tables import SANITY_METHODS, paired_comparisons
 
     per: dict[str, dict[str, list]] = {m: {k: [] for k in metrics} for m in methods}
     ids: dict[str, list[str]] = {m: [] for m in methods}
@@ -311,7 +331,8 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     out: dict[str, Any] = {"methods": methods, "metrics": {}, "results": {}}
     classes = {k: METRICS.get(k) for k in metrics}
     for k in metrics:
-        out["metrics"][k] = {**classes[k].describe(), "cost": k in COST_METRICS}
+        reg = classes[k].regression()
+        out["metrics"][k] = {**classes[k].describe(), **reg, "cost": reg["kind"] == "cost"}
     per_image: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
     for m in methods:
         res = {}

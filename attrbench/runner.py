@@ -305,7 +305,15 @@ def _worker(fabric, cfg: RunConfig) -> str:
 
     sub = dataclasses.replace(cfg, devices=1,
                               device=str(fabric.device) if fabric.device.type == "cuda" else "cpu")
-    return str(run(sub))
+    try:
+        return str(run(sub))
+    finally:
+        import torch.distributed as dist
+
+        # leave no process group to the interpreter's exit: gloo's threads torn down there can
+        # abort the process ("terminate called without an active exception")
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _validate_names(cfg: RunConfig) -> None:
@@ -588,8 +596,8 @@ def _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device,
                     if (one.labels > 0.5).any():
                         try:
                             run_method_on_batch(method, one, seeds[:1], device)
-                        except Exception:  # noqa: BLE001, S110 — recorded by the real call
-                            pass
+                        except Exception:  # noqa: BLE001, S110
+                            pass  # the failure is recorded by the real call below
                 rows = _score(name, method, sub, seeds, model, metric_objs, device,
                               collectors, qualitative if first_batch else None)
                 store.append(rows)

@@ -97,15 +97,16 @@ def main():
 
     expl = deeplabv3_resnet50(k).to(dev)
     x16, y16 = x64[:16], y64[:16]
-    w = dict(entropy=1.0, tv=1.0, area_constraint=1.0, target_area=0.1, nontarget_area=0.3,
-             class_min_area=0.05, class_max_area=0.30)
+    w = {"entropy": 1.0, "tv": 1.0, "area_constraint": 1.0, "target_area": 0.1,
+         "nontarget_area": 0.3, "class_min_area": 0.05, "class_max_area": 0.30}
     for amp, cl in ((False, False), (True, False), (True, True)):
         if cl:
             expl = expl.to(memory_format=torch.channels_last)
             clf.to(memory_format=torch.channels_last)
         xin = x16.contiguous(memory_format=torch.channels_last) if cl else x16
         expl.train()
-        t = train_steps(lambda: explainer_loss(expl(xin), xin, y16, clf, **w)["loss"],
+        t = train_steps(lambda expl=expl, xin=xin: explainer_loss(expl(xin), xin, y16, clf,
+                                                                  **w)["loss"],
                         list(expl.parameters()), steps, amp)
         tag = ("bf16" if amp else "fp32") + ("_cl" if cl else "")
         res[f"explainer_train_img_s_{tag}"] = 16 / t
@@ -138,7 +139,8 @@ def main():
             m = attrbench.create_method(reg, clf, **opts)
             nn_ = 2 if reg in ("extremal_perturbations", "igos_pp") else n
             xi, ti = x[:nn_], t[:nn_]
-            sec = timed(lambda: m.attribute(xi, ti), repeat=1 if nn_ == 2 else 3, warmup=1)
+            sec = timed(lambda m=m, xi=xi, ti=ti: m.attribute(xi, ti),
+                        repeat=1 if nn_ == 2 else 3, warmup=1)
             per_img[name] = sec / nn_
             print(f"{name:24s} {1000 * sec / nn_:10.2f} ms/img  {nn_ / sec:10.2f} img/s", flush=True)
         except Exception as exc:  # noqa: BLE001

@@ -243,6 +243,8 @@ class TimeMs(Metric):
     version = 1
     definition = "method wall time per image (ms); median over images"
     needs = frozenset({"time"})
+    kind = "cost"  # depends on the machine: reported, never checked
+    regression_tolerance = None
 
     def score(self, batch: EvalBatch) -> list[float]:
         return _per_image(batch.time_ms, batch.batch_size, "batch.time_ms")
@@ -267,6 +269,8 @@ class ModelCalls(Metric):
     version = 1
     definition = "classifier forward + backward rows per image"
     needs = frozenset({"time"})
+    kind = "cost"  # depends on the machine: reported, never checked
+    regression_tolerance = None
 
     def score(self, batch: EvalBatch) -> list[float]:
         return _per_image(batch.extras.get("model_calls"), batch.batch_size,
@@ -287,6 +291,8 @@ class PeakMemMb(Metric):
     version = 1
     definition = "peak memory (MB) of the method call for the batch"
     needs = frozenset({"time"})
+    kind = "cost"  # depends on the machine: reported, never checked
+    regression_tolerance = None
 
     def score(self, batch: EvalBatch) -> list[float]:
         v = batch.extras.get("peak_mem_mb")

@@ -1,4 +1,4 @@
-"""Segmentation-style localisation metrics of Stalder et al. (NeurIPS 2022), §1 of PAPER.md.
+"""Segmentation-style localisation metrics of Stalder et al. (NeurIPS 2022).
 
 Every metric compares, per image, the merged mask ``m`` (the pixel-wise max of the image's class
 masks, values in [0, 1]) with the binary ground-truth foreground ``s`` (the union of all classes'
@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attrbench.interfaces import EvalBatch, Metric
+from attrbench.interfaces import EvalBatch, Metric, Tolerance
 
 __all__ = [
     "F1_THRESHOLDS",
@@ -326,6 +326,8 @@ class _ImageLevelMetric(Metric):
 
     needs: ClassVar[frozenset[str]] = frozenset({"gt"})
     version: ClassVar[int] = 1
+    #: scores in [0, 1] that use the whole range: absolute (about 1 % of the range)
+    regression_tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
     _fn: ClassVar[Callable[[Tensor, Tensor], Tensor]]
 
     def __init__(self, **options: Any) -> None:
@@ -444,6 +446,8 @@ class BackgroundCoverage(_ImageLevelMetric):
 
     name = "background_coverage"
     higher_is_better = False
+    #: good methods score 0.02 to 0.1: relative, so that ±0.01 is not ±50 % of such a value
+    regression_tolerance = Tolerance("relative", 0.05, floor=0.002)
     definition = "Σmax(m−s,0)/Σ(1−s): fraction of the background covered by the merged mask"
     _fn = staticmethod(background_coverage)
 

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attrbench.interfaces import EvalBatch, Metric
+from attrbench.interfaces import EvalBatch, Metric, Tolerance
 
 __all__ = [
     "BASELINES",
@@ -395,6 +395,8 @@ class _CurveMetric(Metric):
     mode: ClassVar[str] = "deletion"
     default_baseline: ClassVar[str] = "zero"
     needs = frozenset({"model"})
+    #: areas under probability curves, in [0, 1]
+    regression_tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
 
     def __init__(
         self,
@@ -547,6 +549,8 @@ class SaliencyMetric(Metric):
     definition = ("log(max(area, 0.05)) - log(sum of GT softmax probs on the masked image; VOC: "
                   "one term per object, COCO: per class)")
     needs = frozenset({"model"})
+    #: an unbounded log-ratio (about -3 to 0.2 here): relative, with a floor for values near 0
+    regression_tolerance = Tolerance("relative", 0.05, floor=0.02)
 
     def __init__(self, score: str = "softmax", min_area: float = 0.05,
                  count: str = "auto") -> None:

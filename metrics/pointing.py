@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attrbench.interfaces import EvalBatch, Metric
+from attrbench.interfaces import EvalBatch, Metric, Tolerance
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -507,6 +507,8 @@ class PointingGame(Metric):
     needs: ClassVar[frozenset[str]] = frozenset({"gt", "boxes"})
     per_class: ClassVar[bool] = True
     _allowed: ClassVar[tuple[str, ...]] = ("tolerance",)
+    #: discrete hits: two (image, class) outcomes may flip
+    regression_tolerance: ClassVar[Tolerance | None] = Tolerance("flips", 2)
 
     def __init__(self, **options: Any) -> None:
         _check_common_options(options, self._allowed, self.name)
@@ -690,6 +692,8 @@ class EnergyPointingGame(Metric):
     version: ClassVar[int] = 2
     definition: ClassVar[str] = "share of the map's energy Σmap·GT/Σmap inside the class's GT"
     needs: ClassVar[frozenset[str]] = frozenset({"gt", "boxes"})
+    #: values from 0.06 (uninformative maps) up: relative
+    regression_tolerance: ClassVar[Tolerance | None] = Tolerance("relative", 0.05, floor=0.002)
 
     def __init__(self, **options: Any) -> None:
         _check_common_options(options, ("use_boxes", "skip_difficult"), self.name)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attrbench.interfaces import EvalBatch, Metric
+from attrbench.interfaces import EvalBatch, Metric, Tolerance
 
 __all__ = [
     "RandomizationSpearman",
@@ -154,6 +154,7 @@ class RandomizationSpearman(Metric):
     version = 2
     definition = "mean |Spearman rho| between maps of the model and of top-down randomised copies"
     needs = frozenset({"model", "method"})
+    regression_tolerance = Tolerance("absolute", 0.04)  # a correlation in [0, 1], from few layers
 
     def __init__(self, num_layers: int = 3, seed: int = 0) -> None:
         if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:

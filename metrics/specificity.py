@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attrbench.interfaces import EvalBatch, Metric, infer_num_classes
+from attrbench.interfaces import EvalBatch, Metric, Tolerance, infer_num_classes
 
 __all__ = [
     "THRESHOLDS",
@@ -274,6 +274,7 @@ def class_specificity_rows(
 class _SpecificityMetric(Metric):
     needs = frozenset({"model", "method"})
     per_class = True
+    regression_tolerance = Tolerance("absolute", 0.01)  # in [0, 1]
 
     def __init__(
         self,

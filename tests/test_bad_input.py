@@ -1,4 +1,4 @@
-"""Bad input to ``attrbench run`` (issue 9).
+"""Bad input to ``attrbench run``.
 
 Per-image problems (a truncated or corrupt image, an unreadable mask, an unknown class, an image
 without labels, an empty ground-truth mask, a method that raises or returns NaN/inf on one
@@ -36,7 +36,7 @@ def make_voc(dst: Path, ids: list[str] = IDS) -> Path:
     """Copy synthetic test images, their annotations and masks into a VOC layout at ``dst``."""
     from attrbench.data.synthetic import ensure_synthetic
 
-    src = Path(ensure_synthetic())
+    src = Path(ensure_synthetic(splits=["test"]))
     for sub, ext in (("JPEGImages", ".jpg"), ("Annotations", ".xml"),
                      ("SegmentationClass", ".png")):
         (dst / sub).mkdir(parents=True)
@@ -170,7 +170,8 @@ def flaky():
 def test_method_nan_inf_or_raise_fails_only_that_image(flaky, tmp_path):
     from attrbench.data.synthetic import ensure_synthetic
 
-    ids = (Path(ensure_synthetic()) / "ImageSets" / "Main" / "test.txt").read_text().split()[:8]
+    test_list = Path(ensure_synthetic(splits=["test"])) / "ImageSets" / "Main" / "test.txt"
+    ids = test_list.read_text().split()[:8]
     flaky.nan_seed, flaky.inf_seed = image_seed(ids[1], 0), image_seed(ids[2], 0)
     flaky.big_seed, flaky.raise_seed = image_seed(ids[5], 0), image_seed(ids[6], 0)
     out = run(RunConfig(methods=["flaky", "center"], metrics=["mean_f1", "gini"], limit=8,
@@ -307,7 +308,8 @@ def flaky_metric():
 def test_metric_that_raises_is_recorded_not_scored(flaky_metric, tmp_path):
     from attrbench.data.synthetic import ensure_synthetic
 
-    ids = (Path(ensure_synthetic()) / "ImageSets" / "Main" / "test.txt").read_text().split()[:8]
+    test_list = Path(ensure_synthetic(splits=["test"])) / "ImageSets" / "Main" / "test.txt"
+    ids = test_list.read_text().split()[:8]
     flaky_metric.bad_id = ids[5]
     out = run(RunConfig(methods=["center"], metrics=["flaky_metric", "gini"], limit=8,
                         batch_size=4, out=str(tmp_path / "run"), device="cpu", progress=False,

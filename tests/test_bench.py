@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from optional import require_module
 from torch import nn
 
 from attrbench import bench
@@ -168,6 +169,22 @@ def test_deletion_vs_quantus_skips_without_quantus(monkeypatch):
     assert set(out) == {"skipped"} and "Quantus is not importable" in out["skipped"]
 
 
+def test_deletion_vs_quantus_with_quantus():
+    """The comparison with Quantus runs (tiny inputs; the speed itself is not asserted)."""
+    quantus = require_module("quantus")
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    out = bench.deletion_vs_quantus(model, torch.randn(2, 3, 8, 8), torch.rand(2, 8, 8),
+                                    torch.tensor([0, 1]), 4, 8, 1)
+    assert "skipped" not in out, out.get("skipped")
+    assert out["quantus_version"] == quantus.__version__
+    # features_in_step = 8 * 8 / 4 channel entries per step over 3 * 8 * 8 entries
+    assert out["features_in_step"] == 16 and out["quantus_steps"] == 3 * 4
+    for k in ("quantus_ms", "ours_ms", "ours_same_work_ms", "speedup", "speedup_equal_work"):
+        assert math.isfinite(out[k]) and out[k] > 0, k
+    assert out["speedup"] == pytest.approx(out["quantus_ms"] / out["ours_ms"])
+
+
 def test_bad_arguments_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         bench_main(["--images", "0"])
@@ -189,7 +206,11 @@ def _numbers(obj, path=""):
         yield path, obj
 
 
-def test_bench_main_quick(tmp_path: Path, capsys):
+def test_bench_main_quick(tmp_path: Path, capsys, monkeypatch):
+    # the Quantus row takes as long as the rest of --quick: it is covered by
+    # test_deletion_vs_quantus_with_quantus, and its absence here is asserted below
+    monkeypatch.setitem(sys.modules, "quantus", None)
+    require_module("pytorch_grad_cam")  # the pytorch-grad-cam row is required below
     assert bench_main(["--quick", "--skip-memory", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     data = json.loads((tmp_path / "bench.json").read_text())
@@ -213,6 +234,7 @@ def test_bench_main_quick(tmp_path: Path, capsys):
             assert key in optional, f"{key} missing from bench.json"
             assert data["skipped"][optional[key]], key
     assert "memory_growth" in data["skipped"]
+    assert "Quantus is not importable" in data["skipped"]["deletion_vs_quantus"]
 
     # every number in the file is finite (NaN would have been written as null)
     nums = list(_numbers(data))

@@ -130,7 +130,7 @@ def test_hooks_removed_when_the_call_raises(name, synthetic_classifier, syntheti
 
 @pytest.mark.parametrize("name", ["gradcam", "center", "explainer"])
 def test_invalid_targets_raise(name, synthetic_classifier, synthetic_batch):
-    images, labels, cls_maps = synthetic_batch
+    images, _, _ = synthetic_batch
     method = _make(name, synthetic_classifier)
     with pytest.raises(ValueError, match=r"targets must have shape \(B,\)"):
         method.attribute(images, torch.tensor([0, 1]))
@@ -143,7 +143,7 @@ def test_invalid_targets_raise(name, synthetic_classifier, synthetic_batch):
 @pytest.mark.parametrize("name", [n for n in METHODS.names()
                                   if getattr(METHODS.get(n), "all_classes_at_once", False)])
 def test_attribute_all_matches_attribute(name, synthetic_classifier, synthetic_batch):
-    images, labels, _ = synthetic_batch
+    images, _, _ = synthetic_batch
     method = _make(name, synthetic_classifier)
     allm = method.attribute_all(images)
     assert allm.shape == (4, 6, 64, 64)

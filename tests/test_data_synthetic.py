@@ -107,3 +107,31 @@ def test_detect_format(tiny_root, tmp_path):
     assert detect_format(tiny_root) == "voc"
     assert detect_format(make_voc_fixture(tmp_path).root) == "voc"
     assert detect_format(make_coco_fixture(tmp_path).root) == "coco"
+
+
+def test_splits_generated_on_demand_equal_a_full_write(tiny_root, tmp_path):
+    """A split added later to a folder (the cache generates only what a run reads) gives the
+    same files as writing every split at once; trainval appears once train and val exist."""
+    from attrbench.data.synthetic import ensure_synthetic, generated_splits
+
+    root = tmp_path / "lazy"
+    ensure_synthetic(TINY, root=root, progress=False, splits=["test"])
+    assert generated_splits(root) == ["test"]
+    assert not (root / "ImageSets/Main/train.txt").exists()
+    assert sorted(p.name for p in (root / "JPEGImages").iterdir()) == [
+        f"{image_id_for('test', i)}.jpg" for i in range(TINY.n_test)]
+    ensure_synthetic(TINY, root=root, progress=False, splits=["train"])
+    assert generated_splits(root) == ["train", "test"]
+    assert not (root / "ImageSets/Main/trainval.txt").exists()
+    ensure_synthetic(TINY, root=root, progress=False, splits=["trainval"])
+    assert generated_splits(root) == ["train", "val", "test"]
+    full = sorted(p.relative_to(tiny_root) for p in tiny_root.rglob("*") if p.is_file())
+    lazy = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert lazy == full
+    for rel in full:
+        if rel.name != "attrbench_synthetic.json":
+            assert (root / rel).read_bytes() == (tiny_root / rel).read_bytes(), rel
+    with pytest.raises(ValueError, match=r"unknown synthetic split\(s\) \['dev'\]"):
+        ensure_synthetic(TINY, root=root, progress=False, splits=["dev"])
+    with pytest.raises(FileExistsError, match="another configuration"):
+        write_synthetic(root, SyntheticConfig(n_train=5), progress=False, splits=["test"])

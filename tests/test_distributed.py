@@ -1,11 +1,14 @@
-"""Multi-process evaluation and training on 2 CPU processes (gloo), issue 8."""
+"""Multi-process evaluation and training on 2 CPU processes (gloo)."""
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
 
 from attrbench.runner import RunConfig, run
 
@@ -40,9 +43,9 @@ def _rows(path):
 
 
 def test_two_process_evaluation_equals_one_process(tmp_path):
-    common = dict(methods=["gradcam", "random", "ideal"],
-                  metrics=["mean_f1", "cont_iou", "pointing_game", "deletion_auc", "time_ms"],
-                  limit=10, batch_size=4, progress=False, report=False)
+    common = {"methods": ["gradcam", "random", "ideal"],
+              "metrics": ["mean_f1", "cont_iou", "pointing_game", "deletion_auc", "time_ms"],
+              "limit": 10, "batch_size": 4, "progress": False, "report": False}
     one = run(RunConfig(out=str(tmp_path / "one"), **common))
     two = run(RunConfig(out=str(tmp_path / "two"), devices=2, **common))
     assert not list(two.glob("scores.rank*.jsonl")), "shard files must be merged away"
@@ -62,17 +65,67 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     assert order1 == order2, "merged rows keep the one-process order"
 
 
-@pytest.mark.slow
-def test_two_process_ddp_training_runs(tmp_path):
-    from attrbench.models import save_classifier
-    from attrbench.models.classifiers import SmallCNN
-    from attrbench.presets import SYNTHETIC
-    from attrbench.training.train import train_explainer
+class RankRecord(Callback):
+    """Saved by every rank at the end of training: its rank, the images it trained on (a
+    checksum per image) and the Explainer's weights before and after training."""
 
-    ck = tmp_path / "cls.pt"
-    save_classifier(SmallCNN(6).eval(), ck, "synthetic_cnn", list("abcdef"))
-    summary = train_explainer(SYNTHETIC, tmp_path / "ddp", classifier_checkpoint=str(ck),
-                              devices=2, strategy="ddp_spawn", accelerator="cpu", max_steps=3,
-                              limit=64, progress=False, max_epochs=1)
-    assert (tmp_path / "ddp" / "explainer.pt").exists()
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.images: list[float] = []
+        self.batches = 0
+        self.before: dict | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.before = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches += 1
+        self.images += [round(float(x.double().sum()), 3) for x in batch[0]]
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        torch.save({"rank": trainer.global_rank, "world_size": trainer.world_size,
+                    "batches": self.batches, "images": self.images, "before": self.before,
+                    "after": {k: v.detach().cpu().clone()
+                              for k, v in pl_module.net.state_dict().items()}},
+                   Path(self.out) / f"rank{trainer.global_rank}.pt")
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_both_ranks_train_and_agree(tmp_path, tiny_synthetic_root,
+                                                            monkeypatch):
+    """``--devices 2 --strategy ddp_spawn``: each rank trains on its own half of the images,
+    and both end with the same weights (gradients are averaged across the ranks), which are the
+    weights saved in explainer.pt."""
+    import attrbench.training.train as train_mod
+    from attrbench.models import load_explainer
+    from attrbench.presets import SYNTHETIC
+
+    real = train_mod._trainer
+
+    def with_record(*args, **kwargs):
+        trainer, ckpt = real(*args, **kwargs)
+        trainer.callbacks.append(RankRecord(str(tmp_path)))
+        return trainer, ckpt
+
+    monkeypatch.setattr(train_mod, "_trainer", with_record)
+    summary = train_mod.train_explainer(
+        SYNTHETIC, tmp_path / "ddp", data_root=str(tiny_synthetic_root), devices=2,
+        strategy="ddp_spawn", accelerator="cpu", max_steps=2, limit=32, progress=False,
+        max_epochs=1)
     assert summary["loss"] == "explainer"
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
+    # both ranks trained, each on its own half of the 32 images (batch 32 per rank: 1 step)
+    for r in ranks:
+        assert r["batches"] >= 1 and len(r["images"]) == 16, (r["rank"], r["batches"])
+    assert not set(ranks[0]["images"]) & set(ranks[1]["images"])
+    # the weights moved, and identically on both ranks
+    moved = max(float((ranks[0]["after"][k] - v).abs().max())
+                for k, v in ranks[0]["before"].items() if v.is_floating_point())
+    assert moved > 1e-5
+    assert ranks[0]["before"].keys() == ranks[1]["after"].keys()
+    for k, v in ranks[0]["after"].items():
+        assert torch.equal(v, ranks[1]["after"][k]), k
+    saved, _ = load_explainer(tmp_path / "ddp" / "explainer.pt")
+    for k, v in saved.state_dict().items():
+        assert torch.equal(v, ranks[0]["after"][k]), k

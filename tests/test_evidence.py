@@ -1,4 +1,4 @@
-"""Every method puts its maximum inside the region that holds the target's evidence (issue 3).
+"""Every method puts its maximum inside the region that holds the target's evidence.
 
 The model: three colour channels act as three class detectors. ``features`` is a frozen 3x3
 conv that copies each channel (followed by ReLU), and class k's logit sums channel k over a
@@ -68,7 +68,7 @@ METHODS = {
 def test_maximum_lies_on_the_targets_evidence(name):
     torch.manual_seed(0)
     model = ColourRegionNet().eval()
-    x, blobs = _image()
+    x, _ = _image()
     method = attrbench.create_method(name, model, **METHODS[name])
     for k in range(3):
         m = method.attribute(x, torch.tensor([k]))[0]

@@ -1,4 +1,5 @@
-"""The Explainer loss terms against slow references, and hand-built cases (PAPER.md §4)."""
+"""The Explainer loss terms (Stalder et al., NeurIPS 2022) against slow references, and
+hand-built cases."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from attrbench.training.losses import (class_area_constraint, entropy_term, explainer_loss,
-                                       masked_class_max, rt_saliency_loss, total_variation)
+from attrbench.training.losses import (
+    class_area_constraint,
+    entropy_term,
+    explainer_loss,
+    masked_class_max,
+    rt_saliency_loss,
+    total_variation,
+)
 
 
 def _tv_slow(z, squared=False):
@@ -130,8 +136,8 @@ def _seg(labels, kind, size=16):
 
 def test_perfect_mask_beats_empty_and_full_masks():
     x, labels, clf = _case()
-    w = dict(entropy=1.0, tv=1.0, area_constraint=1.0, target_area=0.1, nontarget_area=0.3,
-             class_min_area=0.05, class_max_area=0.30)
+    w = {"entropy": 1.0, "tv": 1.0, "area_constraint": 1.0, "target_area": 0.1,
+         "nontarget_area": 0.3, "class_min_area": 0.05, "class_max_area": 0.30}
     losses = {k: float(explainer_loss(_seg(labels, k), x, labels, clf, **w)["loss"])
               for k in ("perfect", "empty", "full")}
     assert losses["perfect"] < losses["empty"]

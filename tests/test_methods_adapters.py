@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from optional import require_module
 from torch import nn
 
 import attrbench
@@ -159,7 +160,7 @@ def test_captum_batch_equals_singles_and_state():
 
 # ------------------------------------------------------------------------------ gradcam-lib
 def test_gradcam_lib_gradcam_equals_direct_and_close_to_native():
-    import pytorch_grad_cam as pgc
+    pgc = require_module("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model = small_cnn(seed=6)
@@ -189,6 +190,7 @@ def test_gradcam_lib_gradcam_equals_direct_and_close_to_native():
 
 
 def test_gradcam_lib_state_and_errors():
+    require_module("pytorch_grad_cam")
     model = small_cnn(seed=7)
     model.train()  # the library calls model.eval(); the mode must come back
     x = torch.randn(2, 3, 32, 32)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from optional import require_module
 from torch import nn
 
 import attrbench
@@ -203,7 +204,7 @@ def test_gradcam_pp_analytic_linear_head():
     "ours_cls, lib_name", [(GradCAM, "GradCAM"), (GradCAMPlusPlus, "GradCAMPlusPlus")]
 )
 def test_against_pytorch_grad_cam(ours_cls, lib_name):
-    import pytorch_grad_cam as pgc
+    pgc = require_module("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     # (a) exact at the layer's resolution: FlatNet has no pooling, so the library's cv2.resize

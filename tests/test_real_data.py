@@ -1,4 +1,4 @@
-"""Issue 6: real-data code paths on format-exact fixtures (VOC and COCO), bring-your-own model,
+"""Real-data code paths on format-exact fixtures (VOC and COCO), bring-your-own model,
 and the paper presets' error messages."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from fixtures import make_coco_fixture, make_voc_fixture
 
 from attrbench.cli import main
-from fixtures import make_coco_fixture, make_voc_fixture
 
 
 def _run(args, capsys):
@@ -21,7 +21,7 @@ def _run(args, capsys):
 def test_voc_run_with_external_model_and_exact_masks(tmp_path, capsys):
     fx = make_voc_fixture(tmp_path)
     out = tmp_path / "run"
-    rc, o, e = _run(["run", "--data-root", str(fx.root), "--format", "voc", "--model",
+    rc, _, e = _run(["run", "--data-root", str(fx.root), "--format", "voc", "--model",
                      "ext_model:make_net", "--methods", "gradcam,ideal", "--metrics",
                      "mean_f1,cont_iou,pointing_game", "--image-size", "64", "--out", str(out)], capsys)
     assert rc == 0, e
@@ -58,7 +58,7 @@ def test_voc_reader_masks_match_fixture_labels(tmp_path):
 def test_coco_run_with_external_model(tmp_path, capsys):
     fx = make_coco_fixture(tmp_path)
     out = tmp_path / "run"
-    rc, o, e = _run(["run", "--data-root", str(fx.root), "--format", "coco", "--model",
+    rc, _, e = _run(["run", "--data-root", str(fx.root), "--format", "coco", "--model",
                      "ext_model:make_net", "--methods", "center,ideal", "--metrics",
                      "mean_f1,cont_iou", "--image-size", "64", "--out", str(out)], capsys)
     assert rc == 0, e
@@ -70,7 +70,7 @@ def test_coco_run_with_external_model(tmp_path, capsys):
 
 def test_detected_format_without_format_flag(tmp_path, capsys):
     fx = make_coco_fixture(tmp_path)
-    rc, o, e = _run(["run", "--data-root", str(fx.root), "--model", "ext_model:make_net",
+    rc, _, e = _run(["run", "--data-root", str(fx.root), "--model", "ext_model:make_net",
                      "--methods", "center", "--metrics", "mean_f1", "--image-size", "32",
                      "--out", str(tmp_path / "r")], capsys)
     assert rc == 0, e
@@ -79,14 +79,14 @@ def test_detected_format_without_format_flag(tmp_path, capsys):
 @pytest.mark.parametrize("preset", ["voc2007-vgg16", "coco2014-resnet50"])
 def test_paper_preset_needs_checkpoint_message(preset, tmp_path, capsys):
     fx = make_voc_fixture(tmp_path) if preset.startswith("voc") else make_coco_fixture(tmp_path)
-    rc, o, e = _run(["run", "--preset", preset, "--data-root", str(fx.root), "--methods",
+    rc, _, e = _run(["run", "--preset", preset, "--data-root", str(fx.root), "--methods",
                      "gradcam", "--out", str(tmp_path / "r")], capsys)
     assert rc == 2
     assert "needs --checkpoint FILE" in e and len(e.strip().splitlines()) == 1
 
 
 def test_paper_preset_without_data_root(capsys, tmp_path):
-    rc, o, e = _run(["run", "--preset", "voc2007-resnet50", "--out", str(tmp_path / "r")], capsys)
+    rc, _, e = _run(["run", "--preset", "voc2007-resnet50", "--out", str(tmp_path / "r")], capsys)
     assert rc == 2 and "needs --data-root DIR" in e
 
 

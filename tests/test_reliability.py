@@ -1,9 +1,11 @@
-"""Reliability and security of ``attrbench run`` (issue 9).
+"""Reliability and security of ``attrbench run``.
 
 * Resume: a run killed with SIGKILL at random points (and with a half-written last batch) and
   restarted with the same command ends with the same rows (no row lost, none duplicated) and the
-  same summary as an uninterrupted run. Cost metrics (``time_ms``, ``model_calls``,
-  ``peak_mem_mb``) measure the machine, not the method, and are left out of the comparison.
+  same summary as an uninterrupted run. The kill points come from a seed that is printed and
+  named in every assertion; ``ATTRBENCH_KILL_SEED=<seed>`` replays them. Cost metrics
+  (``time_ms``, ``model_calls``, ``peak_mem_mb``) measure the machine, not the method, and are
+  left out of the comparison.
 * Determinism: the same command and seed give identical per-image scores; batch size does not
   change them (stochastic methods are seeded per image).
 * The run folder: a changed configuration is refused; the ``environment`` entry is not compared;
@@ -37,6 +39,7 @@ METHODS = "ideal,center,random,gradcam,constant_0.5"
 METRICS = "mean_f1,cont_iou,pointing_game,auc,gini,time_ms,model_calls"
 LIMIT, BATCH = 24, 4
 N_ROWS = LIMIT * len(METHODS.split(","))
+KILL_SEED_ENV = "ATTRBENCH_KILL_SEED"
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:
@@ -111,39 +114,50 @@ def _kill_when(proc: subprocess.Popen, cond, timeout: float = 60) -> bool:
     return False
 
 
+def kill_seed() -> int:
+    """The seed of the kill points: ``$ATTRBENCH_KILL_SEED`` (to replay a failure), else a new
+    one on every test run (more points covered over time)."""
+    env = os.environ.get(KILL_SEED_ENV)
+    return int(env) if env else random.SystemRandom().randrange(2**32)
+
+
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted(baseline, tmp_path):
     out = tmp_path / "run"
     scores = out / "scores.jsonl"
-    rng = random.Random(int(time.time()))  # a different set of kill points on every test run
+    seed = kill_seed()
+    rng = random.Random(seed)
+    delay = rng.uniform(0.2, 1.5)
+    targets = sorted(rng.sample(range(1, N_ROWS * 2 // 3), 3))
+    replay = (f"kill seed {seed}: start-up kill after {delay:.2f} s, then at rows {targets}; "
+              f"replay with {KILL_SEED_ENV}={seed}")
+    print(replay)  # pytest shows it with a failure; the assertions below repeat it
     # 1) killed while starting up (before or while the run folder is made)
     proc = _start(out)
-    t0, delay = time.monotonic(), rng.uniform(0.2, 1.5)
+    t0 = time.monotonic()
     _kill_when(proc, lambda: time.monotonic() - t0 > delay)
     # 2-4) killed after a random number of rows, three times, each resuming the previous one
-    targets = sorted(rng.sample(range(1, N_ROWS * 2 // 3), 3))
-    print("kill points (rows):", targets)  # shown if the test fails
     kills = 0
     for n, target in enumerate(targets):
         proc = _start(out)
         if not _kill_when(proc, lambda t=target: _lines(scores) >= t):
             continue  # (a very slow poller) the run finished first: resuming it is a no-op
         kills += 1
-        assert _lines(scores) < N_ROWS
+        assert _lines(scores) < N_ROWS, replay
         if n == 1:
             # what a SIGKILL in the middle of a batch's write() leaves: only part of the
             # batch's rows, and a cut last line
             data = scores.read_bytes().splitlines(keepends=True)
             keep = data[:-2] if len(data) > 2 else data
             scores.write_bytes(b"".join(keep) + keep[-1][: len(keep[-1]) // 2])
-    assert kills >= 2, "the runs finished before the kill points"
+    assert kills >= 2, f"the runs finished before the kill points ({replay})"
     # 5) the same command finishes the run
     p = subprocess.run(_cmd(out), check=False, env=_env(), capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 0, f"{replay}\n{p.stderr}"
     got, want = _rows(out), _rows(baseline)
-    assert len(got) == N_ROWS and set(got) == set(want)
+    assert len(got) == N_ROWS and set(got) == set(want), replay
     for key in want:
-        assert got[key] == want[key], key
-    assert _summary(out) == _summary(baseline)
+        assert got[key] == want[key], (key, replay)
+    assert _summary(out) == _summary(baseline), replay
     # cost metrics are measured (they are only left out of the comparison)
     s = json.loads((out / "summary.json").read_text())
     assert s["results"]["gradcam"]["metrics"]["time_ms"]["n"] == LIMIT

@@ -6,13 +6,13 @@ import base64
 import html
 import json
 import math
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
+from optional import require_executable
 from report_runs import CLASSES, METHODS, base_run, copy_run
 
 from attrbench import plots
@@ -123,50 +123,109 @@ def test_report_is_self_contained_with_table_and_figures(full_report):
     assert "mean_f1" in text and "↑ higher" in text and "↓ lower" in text and "v1" in text
 
 
+# Appended to a *copy* of the report (the report itself has no script): after the page has
+# loaded, writes what Chromium laid out and decoded into attributes that --dump-dom returns.
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const box = (el) => { const r = el.getBoundingClientRect();
+    return [r.left + scrollX, r.top + scrollY, r.width, r.height].map(Math.round).join(","); };
+  for (const img of document.images) {
+    img.setAttribute("data-probe-natural", img.naturalWidth + "x" + img.naturalHeight);
+    img.setAttribute("data-probe-complete", img.complete && img.naturalWidth > 0);
+    img.setAttribute("data-probe-box", box(img));
+  }
+  const table = document.querySelector("table.summary");
+  if (table) {
+    table.setAttribute("data-probe-box", box(table));
+    table.setAttribute("data-probe-text", table.innerText.split("\\n").length);
+  }
+  document.body.setAttribute("data-probe-height", document.documentElement.scrollHeight);
+  document.body.setAttribute("data-probe", "done");
+});
+</script>"""
+
+
+class _Probed(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.imgs: list[dict[str, str]] = []
+        self.table: dict[str, str] = {}
+        self.body: dict[str, str] = {}
+
+    def handle_starttag(self, tag, attrs):
+        a = {k: v or "" for k, v in attrs}
+        if tag == "img":
+            self.imgs.append(a)
+        elif tag == "table" and "summary" in a.get("class", "").split():
+            self.table = a
+        elif tag == "body":
+            self.body = a
+
+
+def _box(text: str) -> tuple[int, int, int, int]:
+    x, y, w, h = (int(v) for v in text.split(","))
+    return x, y, w, h
+
+
 def test_report_chromium_render(full_report, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip(
-            "chromium is not installed (Debian: apt-get install -y chromium); "
-            "the headless render check needs it"
-        )
+    """Headless Chromium renders the report: the summary table is laid out with one row per
+    method, and every figure is decoded (its natural size is the PNG's) and painted (the
+    screenshot is not blank where the figure lies)."""
+    import struct
+
     from PIL import Image
 
-    shot = tmp_path / "shot.png"
-    common = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    url = full_report.resolve().as_uri()
-    p = subprocess.run(
-        common + [f"--screenshot={shot}", "--window-size=1400,2000", url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert shot.exists(), p.stderr[-2000:]
+    chromium = require_executable(
+        "chromium", "chromium-browser", install="apt-get install -y chromium (Debian)")
+    page = tmp_path / "probed.html"
+    text = full_report.read_text(encoding="utf-8")
+    page.write_text(text.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
+    common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+              "--no-first-run", "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--hide-scrollbars", "--force-device-scale-factor=1",
+              f"--user-data-dir={tmp_path / 'profile'}"]
+    url = page.resolve().as_uri()
     dom_out = subprocess.run(
-        common + ["--dump-dom", url], capture_output=True, text=True, timeout=120, check=False
-    )
-    dom = _parse(dom_out.stdout)
-    assert dom.summary_rows == METHODS, dom_out.stderr[-2000:]
-    assert len(dom.imgs) == 6 and all(
-        s.startswith("data:image/png;base64,") and len(s) > 1000 for s in dom.imgs
-    )
+        [*common, "--virtual-time-budget=10000", "--window-size=1400,2000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120, check=False)
+    probed = _Probed()
+    probed.feed(dom_out.stdout)
+    assert probed.body.get("data-probe") == "done", dom_out.stderr[-2000:]
+    # the summary table: laid out, with the header and one text line per method
+    tx, ty, tw, th = _box(probed.table["data-probe-box"])
+    assert tw > 200 and th > 20 * (len(METHODS) + 1), probed.table
+    assert int(probed.table["data-probe-text"]) >= len(METHODS) + 1
+    assert _parse(dom_out.stdout).summary_rows == METHODS
+    # every figure decoded at the PNG's own size and laid out with a non-zero size
+    assert len(probed.imgs) == 6, [i.get("alt") for i in probed.imgs]
+    for img in probed.imgs:
+        png = base64.b64decode(img["src"].split(",", 1)[1])
+        width, height = struct.unpack(">II", png[16:24])
+        assert img["data-probe-complete"] == "true", img["alt"]
+        assert img["data-probe-natural"] == f"{width}x{height}", img["alt"]
+        _, _, w, h = _box(img["data-probe-box"])
+        assert w > 100 and h > 50, (img["alt"], img["data-probe-box"])
+    # a screenshot of the whole page: the table and every figure are painted (not blank)
+    height = min(int(probed.body["data-probe-height"]), 16000)
+    shot = tmp_path / "shot.png"
+    p = subprocess.run(
+        [*common, "--virtual-time-budget=10000", f"--window-size=1400,{height}",
+         f"--screenshot={shot}", url],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert shot.exists(), p.stderr[-2000:]
     px = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
-    assert px.shape == (2000, 1400)
-    assert px.std() > 10, "the screenshot is blank"
-    # the top of the page (title + table) is not blank either
-    assert px[:600].std() > 10
+    assert px.shape == (height, 1400)
+
+    def painted(x: int, y: int, w: int, h: int) -> float:
+        region = px[y:y + h, x:min(x + w, 1400)]
+        assert region.size, (x, y, w, h)
+        return float(region.std())
+
+    assert painted(tx, ty, tw, th) > 10, "the summary table is blank in the screenshot"
+    for img in probed.imgs:
+        x, y, w, h = _box(img["data-probe-box"])
+        if y + h <= height:
+            assert painted(x, y, w, h) > 5, f"figure '{img['alt']}' is blank in the screenshot"
 
 
 def test_figures_are_skipped_gracefully_without_optional_inputs(tmp_path):

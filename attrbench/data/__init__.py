@@ -44,9 +44,11 @@ def open_dataset(preset: Any, split: str, *, data_root: str | None = None,
     root = data_root or preset.data_root
     kind = fmt or preset.dataset
     if kind == "synthetic" and root is None:
-        from .synthetic import ensure_synthetic
+        from .synthetic import SPLITS, ensure_synthetic
 
-        root = ensure_synthetic()
+        # only the split asked for is generated (an unknown split name: none, and the reader
+        # names the missing split file)
+        root = ensure_synthetic(splits=[split] if split in (*SPLITS, "trainval") else [])
         kind = "voc"
     if root is None:
         raise DataError(

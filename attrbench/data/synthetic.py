@@ -2,7 +2,7 @@
 per-pixel ground truth, written in **VOC layout** so that it goes through the same reader as
 PASCAL VOC.
 
-Design (issue 2):
+Design:
     * 6 object classes that differ only by **shape** (circle, square, triangle, star, cross,
       ring); colour and texture (solid, stripes, checker, noise, gradient) are drawn per instance,
       so colour alone cannot classify.
@@ -23,7 +23,9 @@ the cache folder name includes it and the shipped weights record it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -39,6 +41,7 @@ from PIL import Image
 SYNTHETIC_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 GENERATOR_VERSION = 1
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+SPLITS = tuple(_SPLIT_CODES)
 _PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
            "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "brick.png", "grass.png",
            "gravel.png", "camera.png", "coins.png", "moon.png", "page.png")
@@ -124,7 +127,7 @@ def _distractor_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     pts = rng.uniform(0, size, size=(n_pts, 2))
     from skimage.draw import line
 
-    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
         rr, cc = line(int(y0), int(x0), int(min(y1, size - 1)), int(min(x1, size - 1)))
         keep = (rr >= 0) & (rr < size) & (cc >= 0) & (cc < size)
         mask[rr[keep], cc[keep]] = True
@@ -315,75 +318,152 @@ def image_id_for(split: str, index: int) -> str:
     return f"{_SPLIT_CODES[split]}{index:05d}"
 
 
+def _write_split(out: Path, cfg: SyntheticConfig, split: str, bar=None) -> None:
+    """Draw one split into ``out`` (the image, annotation and label files, then the split's
+    ``ImageSets`` lists, so a split whose lists exist is complete)."""
+    ids = []
+    per_class: dict[str, list[str]] = {c: [] for c in SYNTHETIC_CLASSES}
+    for i in range(cfg.split_size(split)):
+        d = draw_image(cfg, split, i)
+        iid = image_id_for(split, i)
+        ids.append(iid)
+        Image.fromarray(d["image"]).save(out / "JPEGImages" / f"{iid}.jpg",
+                                         quality=cfg.jpeg_quality, subsampling=0)
+        save_label_png(out / "SegmentationClass" / f"{iid}.png", d["cls"])
+        save_label_png(out / "SegmentationObject" / f"{iid}.png", d["inst"])
+        (out / "Annotations" / f"{iid}.xml").write_bytes(
+            voc_annotation_xml(iid, cfg.image_size, d["objects"]))
+        present = {o["class"] for o in d["objects"]}
+        for c in SYNTHETIC_CLASSES:
+            per_class[c].append(f"{iid} {1 if c in present else -1}")
+        if bar is not None:
+            bar.update(1)
+    for c, lines in per_class.items():
+        _write_text(out / "ImageSets/Main" / f"{c}_{split}.txt", "\n".join(lines) + "\n")
+    text = "\n".join(ids) + "\n"
+    _write_text(out / "ImageSets/Segmentation" / f"{split}.txt", text)
+    _write_text(out / "ImageSets/Main" / f"{split}.txt", text)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _finish(out: Path, cfg: SyntheticConfig, splits: list[str]) -> None:
+    main = out / "ImageSets" / "Main"
+    if "train" in splits and "val" in splits:
+        _write_text(main / "trainval.txt",
+                    (main / "train.txt").read_text() + (main / "val.txt").read_text())
+    _write_text(out / "classes.txt", "\n".join(SYNTHETIC_CLASSES) + "\n")
+    _write_text(out / "attrbench_synthetic.json", json.dumps(
+        {"config": asdict(cfg), "classes": list(SYNTHETIC_CLASSES),
+         "splits": [s for s in _SPLIT_CODES if s in splits]}, indent=2))
+
+
+def _check_splits(splits) -> list[str]:
+    if splits is None:
+        return list(_SPLIT_CODES)
+    bad = [s for s in splits if s not in _SPLIT_CODES]
+    if bad:
+        raise ValueError(f"unknown synthetic split(s) {bad}; expected some of {list(_SPLIT_CODES)}")
+    return [s for s in _SPLIT_CODES if s in splits]
+
+
+def generated_splits(root: str | Path) -> list[str] | None:
+    """The splits a synthetic dataset folder holds (None when it holds no dataset). Folders
+    written before splits were generated separately hold all three."""
+    meta_path = Path(root) / "attrbench_synthetic.json"
+    if not meta_path.exists():
+        return None
+    return list(json.loads(meta_path.read_text()).get("splits", list(_SPLIT_CODES)))
+
+
 def write_synthetic(out: str | Path, cfg: SyntheticConfig = SyntheticConfig(),
-                    progress: bool = True) -> Path:
-    """Write the dataset to ``out`` (created atomically: a temporary folder renamed at the end).
+                    progress: bool = True, splits: list[str] | tuple[str, ...] | None = None
+                    ) -> Path:
+    """Write the dataset (or some of its splits) to ``out``.
+
+    A new folder is created atomically (a temporary folder renamed at the end). Splits missing
+    from an existing folder of the same configuration are added to it (each split's
+    ``ImageSets`` lists and the metadata are written last, so an interrupted addition is redone
+    on the next call); splits it already holds are left alone.
+
+    Args:
+        out: the dataset root.
+        cfg: the generator's parameters (a folder made with others is refused).
+        progress: show a progress bar.
+        splits: some of ``train``, ``val``, ``test``; default all three.
 
     Returns the dataset root (``out``), which holds ``JPEGImages``, ``Annotations``,
     ``SegmentationClass``, ``SegmentationObject``, ``ImageSets/{Main,Segmentation}``,
-    ``classes.txt`` and ``attrbench_synthetic.json``.
+    ``classes.txt`` and ``attrbench_synthetic.json`` (config, classes, generated splits).
     """
     out = Path(out)
-    if (out / "attrbench_synthetic.json").exists():
+    want = _check_splits(splits)
+    have = generated_splits(out)
+    if have is not None:
         meta = json.loads((out / "attrbench_synthetic.json").read_text())
-        if meta.get("config") == asdict(cfg):
-            return out
-        raise FileExistsError(
-            f"{out} holds a synthetic dataset with another configuration; choose another --out"
-        )
-    if out.exists() and any(out.iterdir()):
+        if meta.get("config") != asdict(cfg):
+            raise FileExistsError(
+                f"{out} holds a synthetic dataset with another configuration; choose another --out"
+            )
+    elif out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=out.parent))
-    try:
-        for sub in ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject",
-                    "ImageSets/Main", "ImageSets/Segmentation"):
-            (tmp / sub).mkdir(parents=True)
-        total = sum(cfg.split_size(s) for s in _SPLIT_CODES)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+    todo = [s for s in want if s not in (have or [])]
+    if have is not None and not todo:
+        return out
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, desc="synthetic dataset", unit="img")
-        per_class: dict[str, dict[str, list[str]]] = {}
-        for split in _SPLIT_CODES:
-            ids = []
-            per_class[split] = {c: [] for c in SYNTHETIC_CLASSES}
-            for i in range(cfg.split_size(split)):
-                d = draw_image(cfg, split, i)
-                iid = image_id_for(split, i)
-                ids.append(iid)
-                Image.fromarray(d["image"]).save(tmp / "JPEGImages" / f"{iid}.jpg",
-                                                 quality=cfg.jpeg_quality, subsampling=0)
-                save_label_png(tmp / "SegmentationClass" / f"{iid}.png", d["cls"])
-                save_label_png(tmp / "SegmentationObject" / f"{iid}.png", d["inst"])
-                (tmp / "Annotations" / f"{iid}.xml").write_bytes(
-                    voc_annotation_xml(iid, cfg.image_size, d["objects"]))
-                present = {o["class"] for o in d["objects"]}
-                for c in SYNTHETIC_CLASSES:
-                    per_class[split][c].append(f"{iid} {1 if c in present else -1}")
-                if bar is not None:
-                    bar.update(1)
-            text = "\n".join(ids) + "\n"
-            (tmp / "ImageSets/Main" / f"{split}.txt").write_text(text)
-            (tmp / "ImageSets/Segmentation" / f"{split}.txt").write_text(text)
-            for c, lines in per_class[split].items():
-                (tmp / "ImageSets/Main" / f"{c}_{split}.txt").write_text("\n".join(lines) + "\n")
-        trainval = (tmp / "ImageSets/Main/train.txt").read_text() + (
-            tmp / "ImageSets/Main/val.txt").read_text()
-        (tmp / "ImageSets/Main/trainval.txt").write_text(trainval)
-        (tmp / "classes.txt").write_text("\n".join(SYNTHETIC_CLASSES) + "\n")
-        (tmp / "attrbench_synthetic.json").write_text(
-            json.dumps({"config": asdict(cfg), "classes": list(SYNTHETIC_CLASSES)}, indent=2))
+        bar = tqdm(total=sum(cfg.split_size(s) for s in todo), desc="synthetic dataset",
+                   unit="img")
+    try:
+        if have is not None:  # add the missing splits in place
+            for split in todo:
+                _write_split(out, cfg, split, bar)
+            _finish(out, cfg, have + todo)
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=out.parent))
+        try:
+            for sub in ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject",
+                        "ImageSets/Main", "ImageSets/Segmentation"):
+                (tmp / sub).mkdir(parents=True)
+            for split in todo:
+                _write_split(tmp, cfg, split, bar)
+            _finish(tmp, cfg, todo)
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
         if bar is not None:
             bar.close()
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    """An exclusive lock on ``path`` (POSIX ``flock``; elsewhere no lock): processes that start
+    together (a multi-process run) generate a split once."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def cache_dir() -> Path:
@@ -393,9 +473,17 @@ def cache_dir() -> Path:
 
 
 def ensure_synthetic(cfg: SyntheticConfig = SyntheticConfig(), root: str | Path | None = None,
-                     progress: bool = True) -> Path:
-    """The synthetic dataset's root, generated into the cache folder on first use."""
+                     progress: bool = True, splits: list[str] | tuple[str, ...] | None = None
+                     ) -> Path:
+    """The synthetic dataset's root in the cache folder; the requested ``splits`` (default all;
+    ``trainval`` means ``train`` and ``val``) are generated on first use, each on its own, so a
+    run on the 100 test images never draws the 6,600 training images."""
     root = Path(root) if root else cache_dir() / f"synthetic-v{cfg.version}-{cfg.key()}"
-    if not (root / "attrbench_synthetic.json").exists():
-        write_synthetic(root, cfg, progress=progress)
+    want = None if splits is None else _check_splits(
+        {p for s in splits for p in (("train", "val") if s == "trainval" else (s,))})
+    have = generated_splits(root)
+    if have is not None and all(s in have for s in (_SPLIT_CODES if want is None else want)):
+        return root
+    with _lock(root.parent / f".{root.name}.lock"):
+        write_synthetic(root, cfg, progress=progress, splits=want)
     return root

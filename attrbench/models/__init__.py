@@ -69,8 +69,8 @@ def import_factory(spec: str):
             obj = getattr(obj, part)
     except AttributeError:
         raise ValueError(f"module '{mod_name}' has no attribute '{attr}' (--model {spec})") from None
-    if not callable(obj):
-        raise ValueError(f"--model {spec} is not callable")
+    if not callable(obj):  # a bad --model value: ValueError, exit 2 in the CLI
+        raise ValueError(f"--model {spec} is not callable")  # noqa: TRY004
     return obj
 
 
@@ -86,8 +86,9 @@ def build_classifier(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
             model = factory()
     else:
         model = MODELS.get(name)(num_classes=num_classes, **kwargs)
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model '{name}' did not return a torch.nn.Module (got {type(model)})")
+    if not isinstance(model, nn.Module):  # a bad --model factory: ValueError, exit 2 in the CLI
+        raise ValueError(  # noqa: TRY004
+            f"model '{name}' did not return a torch.nn.Module (got {type(model)})")
     if not hasattr(model, "num_classes"):
         try:
             model.num_classes = num_classes

@@ -265,7 +265,7 @@ def train_explainer(
     if ck_path is None:
         raise ValueError(f"preset '{preset.name}' has no classifier checkpoint; pass "
                          f"--classifier-checkpoint FILE")
-    classifier, cmeta = load_classifier(ck_path, None, train.num_classes)
+    classifier, _ = load_classifier(ck_path, None, train.num_classes)
     net = build_explainer_net(preset.explainer_arch, train.num_classes, **(
         {"backbone_weights": imagenet_weights} if preset.explainer_arch == "deeplabv3_resnet50"
         else {}))
