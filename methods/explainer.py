@@ -1,19 +1,21 @@
 """The trained Explainer of Stalder et al. (NeurIPS 2022) and the adapted Real-Time Saliency.
 
-Explainer (PAPER.md §4): a segmentation network E trained against the frozen classifier F; the
+Explainer (Stalder et al. 2022): a segmentation network E trained against the frozen classifier F; the
 per-class masks are S = sigmoid(E(x)), so **one forward pass gives every class mask**
 (``attribute_all``), and ``attribute`` picks the requested classes out of that same pass.
 At test time the runner merges the ground-truth classes' masks by pixel-wise max, which is the
 paper's target mask m = sigmoid(max_{k in y} E(x)_k) (sigmoid is monotone, so max and sigmoid
 commute).
 
-Real-Time Saliency (Dabkowski & Gal, NeurIPS 2017), as the paper adapted it (PAPER.md §5): the
+Real-Time Saliency (Dabkowski & Gal, NeurIPS 2017), as the paper adapted it: the
 same architecture trained with Dabkowski & Gal's loss (``attrbench train explainer --loss
 rt-saliency``); inference is identical.
 
-Deviations: the synthetic preset uses a small U-Net (``unet_small``) instead of DeepLabv3-
-ResNet50 so that it trains on a CPU; checkpoints record the classifier they were trained for
-(a fingerprint of its weights) and refuse to pair with another.
+Deviations: the synthetic preset uses a small U-Net whose class logits come from its deep
+features (``unet_deep``, on an encoder pretrained on the training labels and then frozen)
+instead of an ImageNet DeepLabv3-ResNet50, so that it trains on a CPU (docs/explainer.md);
+checkpoints record the classifier they were trained for (a fingerprint of its weights) and
+refuse to pair with another.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class Explainer(AttributionMethod):
 
 class RTSaliency(Explainer):
     """Real-Time Saliency (Dabkowski & Gal 2017) in the paper's adaptation: the Explainer
-    architecture trained with Dabkowski & Gal's loss (PAPER.md §5)."""
+    architecture trained with Dabkowski & Gal's loss."""
 
     name = "rt_saliency"
     loss_name = "rt_saliency"

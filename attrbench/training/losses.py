@@ -1,5 +1,5 @@
 """The Explainer loss of Stalder et al. 2022 and the adapted Real-Time Saliency loss
-(Dabkowski & Gal 2017), as implemented in the paper's code (PAPER.md §4, §5).
+(Dabkowski & Gal 2017), as implemented in the paper's code.
 
 All functions are pure tensor functions; :func:`explainer_loss` returns the total and each term
 so that training logs them separately.
@@ -46,7 +46,7 @@ def total_variation(z: Tensor, squared: bool = False) -> Tensor:
 
 
 def class_area_constraint(masks: Tensor, labels: Tensor, min_area: float, max_area: float) -> Tensor:
-    """Per-class area constraint (PAPER.md §4, L_a part a).
+    """Per-class area constraint (the first part of the paper's L_a).
 
     For each present class k: mean over pixels of ReLU(step_min - sort_desc(s_k)) +
     ReLU(sort_desc(s_k) - step_max), where step_min has ones on the first floor(min_area * HW)
@@ -139,7 +139,7 @@ def rt_saliency_loss(
     destroyer_weight: float = 5.0,
     destroyer_power: float = 0.3,
 ) -> dict[str, Tensor]:
-    """Dabkowski & Gal's loss as the paper adapted it (PAPER.md §5):
+    """Dabkowski & Gal's loss as the paper adapted it:
     10 TV2(m) + 1.0 mean(m) + preserver + 5 destroyer^0.3, with x_pres = m x + (1-m) alt,
     x_destr = (1-m) x + m alt, preserver = mean over GT classes of -log sigmoid(F(x_pres)_k),
     destroyer = mean over GT classes of sigmoid(F(x_destr)_k). The power is applied to each
