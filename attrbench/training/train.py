@@ -228,8 +228,8 @@ def pretrain_encoder(net: nn.Module, preset: Preset, out: Path, data_root: str |
         wrapper.load_state_dict(torch.load(done, map_location="cpu", weights_only=True))
         return json.loads((out / "pretrain_summary.json").read_text())
     s = TrainSettings(lr=r.pretrain_lr, batch_size=r.pretrain_batch_size,
-                      max_epochs=r.pretrain_epochs, patience=r.pretrain_epochs, seed=preset.
-                      explainer_train.seed, schedule="onecycle")
+                      max_epochs=r.pretrain_epochs, patience=r.pretrain_epochs,
+                      seed=preset.explainer_train.seed, schedule="onecycle")
     _, tl, vl = _loaders(preset, data_root, s.batch_size, limit)
     module = ClassifierModule(wrapper, s, flip=preset.dataset == "synthetic")
     trainer, seconds, _ = _fit(module, tl, vl, out, s, 1, "auto", "32-true", None, None,
