@@ -103,8 +103,9 @@ class DeepHeadUNet(SmallUNet):
     """
 
     def __init__(self, num_classes: int, widths: tuple[int, ...] = (8, 16, 32, 64),
-                 head_width: int = 64) -> None:
+                 head_width: int = 64, refine_bound: float | None = 3.0) -> None:
         super().__init__(num_classes, widths)
+        self.refine_bound = refine_bound
         c = widths[-1]
         self.deep_head = nn.Sequential(
             nn.Conv2d(c, head_width, 3, padding=1, bias=False), nn.BatchNorm2d(head_width),
@@ -116,7 +117,14 @@ class DeepHeadUNet(SmallUNet):
         skips = self.encode(x)
         deep = F.interpolate(self.deep_head(skips[-1]), size=x.shape[-2:], mode="bilinear",
                              align_corners=False)
-        return deep + self.decode(skips)
+        refine = self.decode(skips)
+        if self.refine_bound is not None:
+            refine = self.refine_bound * torch.tanh(refine / self.refine_bound)
+        return deep + refine
+
+
+def unet_deep_unbounded(num_classes: int) -> DeepHeadUNet:
+    return DeepHeadUNet(num_classes, refine_bound=None)
 
 
 class _DeepLabWrapper(nn.Module):
