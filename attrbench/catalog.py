@@ -61,6 +61,8 @@ for _name in ("mean_f1", "cont_f1", "accuracy", "iou_mean", "cont_iou", "auc",
     _cls = "".join(p.capitalize() for p in _name.split("_"))
     METRICS.register(_name, f"{_L}:{_cls}")
 METRICS.register("pointing_game", "attrbench.metrics.pointing:PointingGame")
+METRICS.register("pointing_game_difficult", "attrbench.metrics.pointing:PointingGameDifficult",
+                 default=False)
 METRICS.register("energy_pointing_game", "attrbench.metrics.pointing:EnergyPointingGame")
 _P = "attrbench.metrics.perturbation"
 METRICS.register("deletion_auc", f"{_P}:DeletionAUC")

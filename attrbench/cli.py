@@ -1,4 +1,4 @@
-"""The ``attrbench`` command line (DESIGN.md, "CLI"). Subcommands stay thin and import heavy
+"""The ``attrbench`` command line. Subcommands stay thin and import heavy
 modules only when they run, so ``attrbench --help`` is instant.
 
 Configuration errors (unknown names, bad options, missing files) print one line and exit 2;
@@ -46,7 +46,10 @@ def _add_run(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--split", help="dataset split (default: the preset's, usually test)")
-    p.add_argument("--image-size", type=int)
+    p.add_argument("--image-size", type=int,
+                   help="network input side (default: the preset's; 224 with --data-root/--model)")
+    p.add_argument("--classes", help="class names of a VOC-layout dataset in id order, "
+                                     "comma-separated (instead of its classes.txt)")
     p.add_argument("--method-option", action="append", metavar="NAME.KEY=VALUE",
                    help="override a method option, e.g. rise.num_masks=500 (repeatable)")
     p.add_argument("--metric-option", action="append", metavar="NAME.KEY=VALUE",
@@ -69,6 +72,7 @@ def _cmd_run(args) -> int:
         metrics=args.metrics.split(",") if args.metrics else None, limit=args.limit,
         out=args.out, device=args.device, seed=args.seed, batch_size=args.batch_size,
         split=args.split, image_size=args.image_size,
+        classes=args.classes.split(",") if args.classes else None,
         method_options=_kv_options(args.method_option, "method"),
         metric_options=_kv_options(args.metric_option, "metric"),
         progress=not args.no_progress, reference=args.reference, report=not args.no_report,
@@ -165,10 +169,11 @@ def _cmd_train(args) -> int:
 
     preset = _train_preset(args)
     devices: Any = int(args.devices) if args.devices.isdigit() else args.devices
-    common = dict(data_root=args.data_root, devices=devices, strategy=args.strategy,
-                  precision=args.precision, max_epochs=args.max_epochs, max_steps=args.max_steps,
-                  limit=args.limit, resume=args.resume, progress=not args.no_progress,
-                  accelerator=args.accelerator, imagenet_weights=args.imagenet_weights)
+    common = {"data_root": args.data_root, "devices": devices, "strategy": args.strategy,
+              "precision": args.precision, "max_epochs": args.max_epochs,
+              "max_steps": args.max_steps, "limit": args.limit, "resume": args.resume,
+              "progress": not args.no_progress, "accelerator": args.accelerator,
+              "imagenet_weights": args.imagenet_weights}
     if args.what == "classifier":
         summary = train_classifier(preset, args.out, **common)
     else:

@@ -2,7 +2,7 @@
 :class:`Metric`, plus :class:`EvalBatch`, the one object that carries a batch from the runner to
 the metrics.
 
-Data flow (DESIGN.md): dataset -> runner -> method -> metric -> result store. Methods map
+Data flow: dataset -> runner -> method -> metric -> result store. Methods map
 ``(images, targets)`` to masks; metrics map an :class:`EvalBatch` to one score per image.
 """
 
@@ -17,7 +17,20 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AttributionMethod", "EvalBatch", "Metric", "infer_num_classes", "model_state_guard"]
+__all__ = [
+    "AttributionMethod",
+    "EvalBatch",
+    "Metric",
+    "infer_num_classes",
+    "minmax_rescale",
+    "model_state_guard",
+    "per_class_mean",
+]
+
+#: Merge orders of an image's class maps (:attr:`AttributionMethod.merge`).
+MERGE_ORDERS = ("rescale_then_max", "max_then_rescale")
+#: How a method uses the classifier (:attr:`AttributionMethod.classifier_use`).
+CLASSIFIER_USES = ("inference", "training", "none")
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -76,6 +89,15 @@ def model_state_guard(model: nn.Module) -> Iterator[None]:
                     del d[k]
 
 
+def minmax_rescale(maps: Tensor) -> Tensor:
+    """Min-max rescale each map of (N, ...) ``maps`` to [0, 1]; a constant map becomes all 0."""
+    flat = maps.flatten(1)
+    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    rng = hi - lo
+    out = torch.where(rng > 0, (flat - lo) / rng.clamp_min(1e-12), torch.zeros_like(flat))
+    return out.view_as(maps)
+
+
 # ---------------------------------------------------------------------------------- methods
 class AttributionMethod:
     """Base class of every attribution method.
@@ -93,6 +115,21 @@ class AttributionMethod:
         ``black_box`` (only forward passes of the classifier), ``needs_gradients``,
         ``needs_checkpoint`` (a trained network of its own), ``needs_ground_truth`` (the
         ``ideal`` sanity row), ``stochastic`` (draws random numbers; then seeded).
+
+    ``merge`` says how the runner turns an image's class maps into the one merged map of the
+    image-level metrics, following each method's reference code:
+
+    * ``"rescale_then_max"`` (default): every class map is final as returned (a method that
+      rescales does so per class) and the merged map is their pixel-wise maximum;
+    * ``"max_then_rescale"``: ``_attribute`` returns the maps *before* the final per-map
+      rescale (:meth:`rescale`); the merged map is ``rescale(max over classes of those maps)``
+      and each class map is ``rescale(map)``. Set by Extremal Perturbations and Guided
+      Backprop, whose reference code takes the maximum first.
+
+    ``classifier_use`` says how the method depends on the classifier: ``"inference"`` (calls it
+    to make a map; the default), ``"training"`` (a network trained against the classifier that
+    does not call it at inference: the Explainer, RT-Saliency; a model-randomisation test does
+    not apply to it) or ``"none"`` (ignores it: the sanity rows).
     """
 
     name: ClassVar[str] = "base"
@@ -103,13 +140,38 @@ class AttributionMethod:
     stochastic: ClassVar[bool] = False
     #: A method whose ``attribute_all`` costs about one ``attribute`` call (RISE, Explainer).
     all_classes_at_once: ClassVar[bool] = False
+    #: Order of the multi-class merge (see the class docstring): one of :data:`MERGE_ORDERS`.
+    merge: ClassVar[str] = "rescale_then_max"
+    #: How the method depends on the classifier: one of :data:`CLASSIFIER_USES`.
+    classifier_use: ClassVar[str] = "inference"
 
     def __init__(self, model: nn.Module, **options: Any) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.options: dict[str, Any] = dict(options)
+        #: the constructor's options exactly as given (``options`` may gain resolved values)
+        self.init_options: dict[str, Any] = dict(options)
         self._num_classes: int | None = None
+
+    def clone(self, model: nn.Module) -> AttributionMethod:
+        """A new instance of the same class and constructor options on another ``model`` (the
+        model-randomisation test rebuilds methods this way). Values a method resolved at call
+        time and recorded in :attr:`options` are not passed back."""
+        return type(self)(model, **self.init_options)
+
+    def rescale(self, maps: Tensor) -> Tensor:
+        """The final per-map rescale of a ``"max_then_rescale"`` method (default: min-max to
+        [0, 1], a constant map becomes all 0). Not used by ``"rescale_then_max"`` methods."""
+        return minmax_rescale(maps)
+
+    def merge_pairs(self, maps: Tensor, pair_image: Tensor, batch_size: int
+                    ) -> tuple[Tensor, Tensor]:
+        """``(class_masks, merged)`` from the (P, H, W) maps ``attribute(..., rescale=False)``
+        returned for the (image, class) pairs, in this method's :attr:`merge` order."""
+        if self.merge == "max_then_rescale":
+            return self.rescale(maps), self.rescale(EvalBatch.merge(maps, pair_image, batch_size))
+        return maps, EvalBatch.merge(maps, pair_image, batch_size)
 
     # -- helpers for subclasses
     @property
@@ -165,6 +227,7 @@ class AttributionMethod:
         *,
         gt_masks: Tensor | None = None,
         seeds: Tensor | None = None,
+        rescale: bool = True,
     ) -> Tensor:
         """One saliency map per (image, target class).
 
@@ -175,6 +238,8 @@ class AttributionMethod:
                 ``needs_ground_truth`` (the ``ideal`` sanity row).
             seeds: (B,) per-image integer seeds for stochastic methods, so that the result of an
                 image does not depend on the batch it is in. Default: ``0`` for every image.
+            rescale: False returns a ``"max_then_rescale"`` method's maps before its final
+                per-map :meth:`rescale` (for the merge); other methods ignore it.
 
         Returns:
             (B, H, W) float maps on the images' device.
@@ -192,9 +257,13 @@ class AttributionMethod:
             raise RuntimeError(
                 f"method '{self.name}' returned shape {tuple(out.shape)}, expected {(b, h, w)}"
             )
-        return out.detach().float()
+        out = out.detach().float()
+        if rescale and self.merge == "max_then_rescale":
+            out = self.rescale(out)
+        return out
 
-    def attribute_all(self, images: Tensor, *, seeds: Tensor | None = None) -> Tensor:
+    def attribute_all(self, images: Tensor, *, seeds: Tensor | None = None,
+                      rescale: bool = True) -> Tensor:
         """Maps for every class: (B, K, H, W). Default: one :meth:`attribute` call per class."""
         self._validate(images, None)
         if seeds is None:
@@ -207,7 +276,10 @@ class AttributionMethod:
                 f"method '{self.name}' returned shape {tuple(out.shape)} from attribute_all, "
                 f"expected {(b, self.num_classes, h, w)}"
             )
-        return out.detach().float()
+        out = out.detach().float()
+        if rescale and self.merge == "max_then_rescale":
+            out = self.rescale(out.flatten(0, 1)).view_as(out)
+        return out
 
     def _attribute(
         self, images: Tensor, targets: Tensor, *, gt_masks: Tensor | None, seeds: Tensor
@@ -232,6 +304,8 @@ class AttributionMethod:
             "black_box": self.black_box,
             "needs_gradients": self.needs_gradients,
             "stochastic": self.stochastic,
+            "merge": self.merge,
+            "classifier_use": self.classifier_use,
             "options": {k: _jsonable(v) for k, v in self.options.items()},
         }
 
@@ -266,11 +340,15 @@ class EvalBatch:
         pair_class: (P,) class id of each pair.
         class_masks: (P, H, W) the method's mask for each pair, in [0, 1] after the runner's
             check (values outside are an error recorded as a failure).
-        merged: (B, H, W) the pixel-wise max of an image's class masks (paper protocol).
+        merged: (B, H, W) the image's merged mask: the pixel-wise max of its class masks, taken
+            before or after the final rescale as the method's ``merge`` order says.
         gt_masks: (B, K, H, W) bool per-class ground truth, or None when the dataset has none.
         has_gt: (B,) bool, whether image b has segmentation ground truth.
         boxes: per image, a list of (class_id, x0, y0, x1, y1, difficult) in pixel coordinates
             of the (resized) image; empty when the format has none.
+        originals: per image, its annotations at the original (file) resolution
+            (:class:`attrbench.data.sample.Original`: size, boxes, COCO instance masks) for the
+            protocols defined there (the pointing game), or None; empty when unknown.
         model: the frozen classifier (eval mode).
         method: the attribution method (for metrics that need more masks), or None.
         method_name: registry name of the method.
@@ -289,6 +367,7 @@ class EvalBatch:
     gt_masks: Tensor | None = None
     has_gt: Tensor | None = None
     boxes: Sequence[Sequence[tuple]] = ()
+    originals: Sequence[Any] = ()
     model: nn.Module | None = None
     method: AttributionMethod | None = None
     method_name: str = ""
@@ -340,7 +419,10 @@ class Metric:
     image of the batch: a float (NaN = not defined for that image, e.g. no ground truth; such
     images are counted, never scored) or, for per-class metrics, a dict ``{class_id: float}``.
     :meth:`aggregate` turns the stored per-image values into the summary number; the default is
-    the mean over images with a finite value.
+    the mean over images with a finite value, and for ``per_class`` metrics the unweighted mean
+    over classes of each class's mean over images (:func:`per_class_mean`).
+    :meth:`not_applicable` names methods the metric's protocol does not cover; the runner does
+    not score them and the tables show "n/a".
 
     Class attributes:
         name: the name used in tables and files.
@@ -365,6 +447,10 @@ class Metric:
 
     def score(self, batch: EvalBatch) -> list[Any]:
         raise NotImplementedError
+
+    def not_applicable(self, method: AttributionMethod, name: str = "") -> str | None:
+        """Why this metric does not apply to ``method`` (registered as ``name``), or None."""
+        return None
 
     def update(self, batch: EvalBatch) -> list[Any]:
         values = self.score(batch)
@@ -393,7 +479,10 @@ class Metric:
 
     @classmethod
     def aggregate(cls, values: Sequence[Any]) -> float:
-        """Summary value from per-image values. Default: mean of the finite per-image values."""
+        """Summary value from per-image values. Default: mean of the finite per-image values;
+        for ``per_class`` metrics :func:`per_class_mean`."""
+        if cls.per_class:
+            return per_class_mean(values)
         vals = [cls.image_value(v) for v in values]
         vals = [v for v in vals if math.isfinite(v)]
         return sum(vals) / len(vals) if vals else math.nan
@@ -406,6 +495,36 @@ class Metric:
             "version": cls.version,
             "definition": cls.definition,
         }
+
+
+def per_class_mean(values: Sequence[Any]) -> float:
+    """Unweighted mean over classes of each class's mean over images.
+
+    ``values`` are per-image dicts ``{class: value}`` (other entries are ignored); keys may be
+    ints or their string form (after a JSON round trip). Non-finite entries are left out; a
+    class with no finite entry does not enter the mean. For the pointing game (values 1 hit /
+    0 miss) this is the mean of per-class accuracies; for class specificity the mean of the
+    matrix's cells.
+    """
+    sums: dict[Any, float] = {}
+    counts: dict[Any, int] = {}
+    for v in values:
+        if not isinstance(v, dict):
+            continue
+        for key, x in v.items():
+            if x is None:
+                continue
+            x = float(x)
+            if not math.isfinite(x):
+                continue
+            try:
+                key = int(key)
+            except (TypeError, ValueError):
+                pass
+            sums[key] = sums.get(key, 0.0) + x
+            counts[key] = counts.get(key, 0) + 1
+    means = [sums[k] / counts[k] for k in counts]
+    return sum(means) / len(means) if means else math.nan
 
 
 MetricFn = Callable[[EvalBatch], list]

@@ -58,7 +58,7 @@ __all__ = [
     "save_qualitative",
 ]
 
-#: Binarisation thresholds of the F1 curve (PAPER.md §1: 0.1..0.9, the iou_mean thresholds).
+#: Binarisation thresholds of the F1 curve (the paper's 0.1..0.9, the iou_mean thresholds).
 F1_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 QUALITATIVE_FILE = "qualitative.npz"
 CLASS_SPECIFICITY_FILE = "class_specificity.json"
@@ -338,7 +338,8 @@ def save_class_specificity(run_dir: str | Path, matrices: Mapping[str, Mapping[s
         {"format": "attrbench-class-specificity-v1",
          "methods": {METHOD: {"classes": [name, ...],             # |C| participating classes
                               "columns": ["none", name, ...],     # optional, default this
-                              "matrix": [[float|null, ...], ...]}}}  # |C| x (|C| + 1)
+                              "matrix": [[float|null, ...], ...],  # |C| x (|C| + 1)
+                              "summary": {"diag", "offdiag", "none"}}}}  # optional
 
     Row ``i`` = images whose target is ``classes[i]``; column 0 = the target's probability on
     the unmasked image ("none"), column ``j + 1`` = on the image masked by the mask of
@@ -362,6 +363,8 @@ def save_class_specificity(run_dir: str | Path, matrices: Mapping[str, Mapping[s
             )
         cols = d.get("columns") or ((["none"] if mat.shape[1] == c + 1 else []) + classes)
         out[m] = {"classes": classes, "columns": list(cols), "matrix": mat.tolist()}
+        if d.get("summary"):
+            out[m]["summary"] = {k: float(v) for k, v in d["summary"].items()}
     path = Path(run_dir) / CLASS_SPECIFICITY_FILE
     atomic_write_text(
         path, json.dumps(_clean({"format": CLASS_SPECIFICITY_FORMAT, "methods": out}), indent=1)
@@ -375,7 +378,7 @@ def load_class_specificity(path: str | Path) -> dict[str, dict[str, Any]]:
     d = json.loads(Path(path).read_text())
     methods = d.get("methods", d) if isinstance(d, dict) else None
     if not isinstance(methods, dict):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 — a malformed file, not an argument of the wrong type
             f"{path}: expected {{method: {{'classes', 'matrix'}}}}, got {type(d).__name__}"
         )
     out = {}
@@ -391,6 +394,8 @@ def load_class_specificity(path: str | Path) -> dict[str, dict[str, Any]]:
             (["none"] if mat.shape[1] == len(classes) + 1 else []) + classes
         )
         out[m] = {"classes": classes, "columns": list(cols), "matrix": mat}
+        if isinstance(v.get("summary"), dict):
+            out[m]["summary"] = v["summary"]
     return out
 
 
@@ -613,7 +618,11 @@ def plot_class_specificity(
         ax = fig.add_subplot(nrows, ncols, i + 1)
         axes.append(ax)
         im = ax.imshow(np.ma.masked_invalid(mat), vmin=0.0, vmax=1.0, cmap="viridis")
-        ax.set_title(m, fontsize=10)
+        summ = d.get("summary") or {}
+        title = m
+        if _finite(summ.get("diag")) or _finite(summ.get("offdiag")):
+            title += f"\ndiag {summ.get('diag', math.nan):.3f}, off {summ.get('offdiag', math.nan):.3f}"
+        ax.set_title(title, fontsize=9)
         ax.set_xticks(range(mat.shape[1]), d["columns"], rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(mat.shape[0]), d["classes"], fontsize=7)
         ax.set_xlabel("mask of class", fontsize=8)

@@ -3,16 +3,28 @@ under one name.
 
 A preset is a frozen dataclass so that it can be recorded verbatim in a run's ``config.json``.
 Paths that start with ``package:`` name files shipped inside ``attrbench/weights``.
+
+Protocols are defined once, by the metrics' and methods' defaults; a preset only chooses their
+cost (``method_options``, ``metric_options``) and what belongs to its own dataset
+(``image_size`` and ``data_metric_options``, e.g. a pointing tolerance scaled to the size of
+generated images). A run on the user's own data (``--data-root``) does not inherit the latter:
+see :func:`for_own_data`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .data.sample import IMAGENET_MEAN, IMAGENET_STD
+
+#: The paper's (and TorchRay's) network input size: the default for the user's own data.
+DEFAULT_IMAGE_SIZE = 224
+#: The paper's class-specificity classes on VOC-2007; the same five COCO categories are the
+#: COCO presets' subset (COCO names them identically, and they are frequent there too).
+SPECIFICITY_CLASSES = ("bottle", "car", "cat", "dog", "person")
 
 # The synthetic images are small and have a different colour distribution from ImageNet; we
 # still normalise with ImageNet statistics so that "0 in normalised space" is the same masking
@@ -21,7 +33,7 @@ from .data.sample import IMAGENET_MEAN, IMAGENET_STD
 
 @dataclass(frozen=True)
 class ExplainerLossWeights:
-    """Weights of the Explainer loss of Stalder et al.: L_c + λ_e L_e + λ_a(...) + λ_tv L_tv."""
+    """Weights of the Explainer loss (Stalder et al. 2022): L_c + λ_e L_e + λ_a(...) + λ_tv L_tv."""
 
     entropy: float = 1.0
     tv: float = 1.0
@@ -90,6 +102,8 @@ class Preset:
     batch_size: int = 16
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: metric options that belong to the preset's own dataset (dropped on the user's own data)
+    data_metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_methods: tuple[str, ...] | None = None
     default_metrics: tuple[str, ...] | None = None
     classifier_train: TrainSettings = TrainSettings()
@@ -100,6 +114,22 @@ class Preset:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def for_own_data(preset: Preset, data_root: bool, model: bool) -> Preset:
+    """The preset a run on the user's data or model uses.
+
+    The synthetic preset's settings that belong to its 64-px generated images are not applied to
+    data they were not made for: with ``data_root`` its ``data_metric_options`` (the pointing
+    tolerance scaled to 64-px originals) are dropped, and with ``data_root`` or ``model`` the
+    image size becomes :data:`DEFAULT_IMAGE_SIZE` (a user's classifier is assumed to take the
+    paper's 224-px input; ``--image-size`` overrides). Cost settings are kept. Paper presets
+    are returned unchanged (they are made for real data).
+    """
+    if preset.dataset != "synthetic" or not (data_root or model):
+        return preset
+    return replace(preset, image_size=DEFAULT_IMAGE_SIZE,
+                   data_metric_options={} if data_root else preset.data_metric_options)
 
 
 def resolve_weights(path: str | None) -> Path | None:
@@ -133,13 +163,17 @@ SYNTHETIC = Preset(
         "igos_pp": {"iterations": 2, "ig_iter": 2},
     },
     metric_options={
-        # the pointing game's 15 px tolerance is defined at 224 px; scaled to 64 px
-        "pointing_game": {"tolerance": 15 * 64 / 224},
         # cheaper than the defaults so that the default run stays within minutes on 2 cores
         "deletion_auc": {"steps": 8},
         "insertion_auc": {"steps": 8},
         "class_specificity_diag": {"thresholds": [0.5]},
         "class_specificity_offdiag": {"thresholds": [0.5]},
+    },
+    data_metric_options={
+        # TorchRay's 15 px are original pixels of ~500 x 375 photographs; the generated images
+        # are 64 px, so the tolerance is scaled by 64 / 224 (the paper's input size)
+        "pointing_game": {"tolerance": 15 * 64 / 224},
+        "pointing_game_difficult": {"tolerance": 15 * 64 / 224},
     },
     classifier_train=TrainSettings(lr=3e-3, batch_size=64, max_epochs=50, patience=8, seed=42,
                                    schedule="onecycle"),
@@ -194,6 +228,10 @@ def _paper_preset(dataset: str, arch: str) -> Preset:
             "rise": {"num_masks": 8000, "num_cells": 7, "p": 0.5, "batch_size": 32},
             "extremal_perturbations": {"areas": [0.05, 0.1, 0.2, 0.3], "max_iter": 800},
             "igos_pp": {"iterations": 20, "ig_iter": 15, "mask_size": 28},
+        },
+        metric_options={
+            "class_specificity_diag": {"classes": list(SPECIFICITY_CLASSES)},
+            "class_specificity_offdiag": {"classes": list(SPECIFICITY_CLASSES)},
         },
         classifier_train=TrainSettings(lr=k_lr[(dataset, arch)], batch_size=16, patience=5),
         explainer_train=TrainSettings(lr=e_lr, batch_size=16, patience=patience),

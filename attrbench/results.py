@@ -1,4 +1,4 @@
-"""The result store: one folder per run (DESIGN.md, "ResultStore").
+"""The result store: one folder per run.
 
 Files:
     config.json     every resolved option, package/torch versions, git hash, device
@@ -72,8 +72,8 @@ def _clean(v: Any) -> Any:
 
 def git_hash() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True,
+                             text=True, cwd=Path(__file__).resolve().parent, timeout=5)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -133,7 +133,7 @@ class ResultStore:
         for other in self.root.glob("scores*.jsonl"):
             if other != self.scores_path:
                 self._done |= {(r["image_id"], r["method"]) for r in read_rows(other.parent, other.name)}
-        self._fh = open(self.scores_path, "a", encoding="utf-8")
+        self._fh = open(self.scores_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def _repair_tail(self) -> None:
         """Drop a truncated last line left by a killed process."""
@@ -271,8 +271,9 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     """Aggregate ``scores.jsonl`` into the summary dict (order: the run's methods and metrics).
 
     Per method and metric: the metric's ``aggregate`` value, the 95 % bootstrap CI of the mean of
-    the per-image values (``Metric.image_value``), ``n`` (finite per-image values) and
-    ``n_undefined``. Per method: ``n_images`` (ok rows), ``n_failed`` and ``failures`` (failed
+    the per-image values (``Metric.image_value``), ``n`` (finite per-image values),
+    ``n_undefined`` and, for a metric whose protocol does not cover the method
+    (``Metric.not_applicable``), ``not_applicable`` with the reason. Per method: ``n_images`` (ok rows), ``n_failed`` and ``failures`` (failed
     rows counted by reason: ``data``, ``no labels``, ``non-finite mask (NaN or inf)``, ``method
     raised <Error>``, ...) and ``metric_errors`` (ok rows on which a metric raised, by reason).
     ``paired`` holds every method's paired comparison with ``reference``
@@ -288,6 +289,7 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     n_failed = {m: 0 for m in methods}
     errors: dict[str, dict[str, int]] = {m: {} for m in methods}
     metric_errors: dict[str, dict[str, int]] = {m: {} for m in methods}
+    n_a: dict[str, dict[str, tuple[int, str]]] = {m: {} for m in methods}
     for r in read_rows(run_dir):
         m = r["method"]
         if m not in per:
@@ -301,6 +303,8 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
         if r.get("metric_error"):  # a metric raised on this image: its value is undefined
             reason = str(r["metric_error"]).split(":")[0][:80]
             metric_errors[m][reason] = metric_errors[m].get(reason, 0) + 1
+        for k, why in (r.get("not_applicable") or {}).items():  # outside the protocol
+            n_a[m][k] = (n_a[m].get(k, (0, ""))[0] + 1, str(why))
         ids[m].append(str(r["image_id"]))
         for k in metrics:
             per[m][k].append(r["scores"].get(k))
@@ -319,8 +323,11 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
             per_image[m][k] = {i: v for i, v in zip(ids[m], img_vals) if math.isfinite(v)}
             finite = [v for v in img_vals if math.isfinite(v)]
             lo, hi = bootstrap_ci(finite)
+            n_na, why = n_a[m].get(k, (0, ""))
             res[k] = {"value": value, "ci_low": lo, "ci_high": hi, "n": len(finite),
-                      "n_undefined": len(vals) - len(finite)}
+                      "n_undefined": len(vals) - len(finite) - n_na}
+            if n_na and not finite:
+                res[k]["not_applicable"] = why
         out["results"][m] = {"n_images": n_ok[m], "n_failed": n_failed[m],
                              "failures": errors[m], "metric_errors": metric_errors[m],
                              "metrics": res}
@@ -331,7 +338,7 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
 
 def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows (strings) of the methods x metrics table."""
-    from .tables import fmt
+    from .tables import NOT_APPLICABLE, fmt
 
     metrics = list(summary["metrics"])
     header = ["method", "n", "failed"] + [
@@ -340,7 +347,8 @@ def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for m in summary["methods"]:
         r = summary["results"][m]
         rows.append([m, str(r["n_images"]), str(r["n_failed"])]
-                    + [fmt(r["metrics"][k]["value"]) for k in metrics])
+                    + [NOT_APPLICABLE if r["metrics"][k].get("not_applicable")
+                       else fmt(r["metrics"][k]["value"]) for k in metrics])
     return header, rows
 
 

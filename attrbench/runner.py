@@ -1,18 +1,23 @@
-"""The benchmark runner: dataset -> methods -> metrics -> result store (DESIGN.md, "Data flow").
+"""The benchmark runner: dataset -> methods -> metrics -> result store.
 
 For every batch of images and every method:
     1. the method makes one mask per (image, ground-truth class) pair (the paper's multi-label
-       protocol); the masks of an image are merged by pixel-wise max for image-level metrics;
+       protocol); the masks of an image are merged by pixel-wise max for image-level metrics,
+       before or after the final rescale as the method's ``merge`` order says;
     2. the call is timed (CUDA-synchronised), its classifier forward/backward rows counted by
        hooks, and its peak memory measured;
     3. a method error or a non-finite mask fails *that image only* (the batch is retried image by
        image to find which), and the failure is recorded with its reason; it is never turned
-       into a score;
-    4. every metric scores the batch; per-image rows go to ``scores.jsonl`` at once.
+       into a score. Every finite map is scored, an all-zero one included;
+    4. every metric scores the batch, except metrics whose protocol does not cover the method
+       (``Metric.not_applicable``: recorded as "n/a"); per-image rows go to ``scores.jsonl``
+       at once.
 
 An image whose files cannot be read (a corrupt image or mask, an unknown class name, ...) fails
 for every method with the reason ``"data: ..."``; configuration problems (unknown names, bad
-option values, a wrong data root, a checkpoint that does not fit) stop the run before any work.
+option values, a wrong data root, a checkpoint that does not fit, class names the dataset does
+not know) stop the run before any work. A run in which every image failed for every method
+raises :class:`RunFailedError` (after writing its folder), naming the most common reason.
 
 A run folder that already holds rows is resumed: images done for a method are skipped. Results
 do not depend on the batch composition (per-image seeds, see :func:`image_seed`), so a resumed
@@ -37,7 +42,7 @@ from .data import Batch, Sample, collate_samples, open_dataset
 from .interfaces import AttributionMethod, EvalBatch
 from .metrics.cost import CallCounter, PeakMemory
 from .models import load_classifier
-from .presets import Preset, resolve_weights
+from .presets import Preset, for_own_data, resolve_weights
 from .results import (
     ResultStore,
     environment_info,
@@ -50,6 +55,10 @@ from .results import (
 
 class ConfigError(ValueError):
     """A configuration problem found before any work is done."""
+
+
+class RunFailedError(ValueError):
+    """Every image failed for every method: the run produced no score."""
 
 
 @dataclass
@@ -71,6 +80,7 @@ class RunConfig:
     batch_size: int | None = None
     split: str | None = None
     image_size: int | None = None
+    classes: list[str] | None = None
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     progress: bool = True
@@ -172,7 +182,14 @@ def _check_masks(masks: Tensor) -> Tensor:
 
 def run_method_on_batch(method: AttributionMethod, batch: Batch, seeds: Tensor,
                         device: torch.device) -> tuple[Tensor | None, list[str | None], dict]:
-    """Masks for every (image, gt class) pair; per-image error strings (None = ok)."""
+    """Maps for every (image, gt class) pair; per-image error strings (None = ok).
+
+    The maps are ``attribute(..., rescale=False)``: for a ``"max_then_rescale"`` method those
+    before its final rescale (:meth:`AttributionMethod.merge_pairs` makes the class masks and
+    the merged mask from them). Only a method that raises or returns a non-finite value (or,
+    breaking its contract, a final map outside [0, 1]) fails an image; every finite map is
+    scored, an all-zero one included.
+    """
     pi, pc = _pairs(batch.labels)
     b = len(batch)
     errors: list[str | None] = [None] * b
@@ -189,10 +206,11 @@ def run_method_on_batch(method: AttributionMethod, batch: Batch, seeds: Tensor,
     with PeakMemory(device) as mem, CallCounter(method.model) as calls, _Timer(device) as timer:
         try:
             if method.all_classes_at_once and len(pi) > 0:
-                allm = method.attribute_all(batch.images, seeds=seeds)
+                allm = method.attribute_all(batch.images, seeds=seeds, rescale=False)
                 masks = allm[pi, pc]
             elif len(pi) > 0:
-                masks = method.attribute(images, pc, gt_masks=gt, seeds=seeds[pi.cpu()])
+                masks = method.attribute(images, pc, gt_masks=gt, seeds=seeds[pi.cpu()],
+                                         rescale=False)
             else:
                 masks = torch.zeros(0, *batch.images.shape[-2:], device=device)
             err = None
@@ -210,21 +228,24 @@ def run_method_on_batch(method: AttributionMethod, batch: Batch, seeds: Tensor,
             sel = pi == i
             if not sel.any():
                 continue
-            sub = Batch(batch.images[i:i + 1], batch.labels[i:i + 1], batch.masks[i:i + 1],
-                        batch.has_gt[i:i + 1], batch.boxes[i:i + 1], batch.image_ids[i:i + 1])
-            m_i, e_i, _ = run_method_on_batch(method, sub, seeds[i:i + 1], device)
+            m_i, e_i, _ = run_method_on_batch(method, batch.select([i]), seeds[i:i + 1], device)
             if m_i is None or e_i[0] is not None:
                 errors[i] = errors[i] or (e_i[0] if e_i[0] else f"method raised {err}")
             else:
                 ok_masks[sel] = m_i
         masks = ok_masks
-    codes = _check_masks(masks)
+    finite = torch.isfinite(masks.flatten(1)).all(1)
+    masks = masks.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    final = method.rescale(masks) if method.merge == "max_then_rescale" else masks
+    codes = _check_masks(final)
+    codes[~finite] = 1
     for p in torch.nonzero(codes).flatten().tolist():
         i = int(pi[p])
         if errors[i] is None:
             errors[i] = ("non-finite mask (NaN or inf)" if int(codes[p]) == 1
                          else "mask values outside [0, 1]")
-    masks = masks.nan_to_num(0.0).clamp(0, 1)
+    if method.merge != "max_then_rescale":
+        masks = masks.clamp(0, 1)
     return masks, errors, stats
 
 
@@ -315,13 +336,15 @@ def run(cfg: RunConfig) -> Path:
         backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
         dist.init_process_group(backend)
         if backend == "nccl":
-            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     # ------------------------------------------------------------- validate before any work
     if cfg.preset not in PRESETS:
         PRESETS.canonical(cfg.preset)  # raises the did-you-mean error
-    preset: Preset = PRESETS.get(cfg.preset)
+    preset: Preset = for_own_data(PRESETS.get(cfg.preset), bool(cfg.data_root), bool(cfg.model))
     method_names = METHODS.resolve_list(cfg.methods if cfg.methods else
                                         (list(preset.default_methods) if preset.default_methods else None))
+    if cfg.model and not cfg.methods:
+        method_names = _without_foreign_checkpoints(method_names, cfg)
     default_metrics = [m for m in METRICS.names() if METRICS.meta(m).get("default", True)]
     metric_names = METRICS.resolve_list(cfg.metrics) if cfg.metrics else (
         list(preset.default_metrics) if preset.default_metrics else default_metrics)
@@ -344,8 +367,11 @@ def run(cfg: RunConfig) -> Path:
 
         cfg.model = MODELS.canonical(cfg.model)  # raises the did-you-mean error
     device = resolve_device(cfg.device)
+    if cfg.classes is not None:
+        cfg.classes = [str(c).strip() for c in cfg.classes]
     dataset = open_dataset(preset, cfg.split or preset.split, data_root=cfg.data_root,
-                           fmt=cfg.format, limit=cfg.limit, image_size=cfg.image_size)
+                           fmt=cfg.format, limit=cfg.limit, image_size=cfg.image_size,
+                           classes=cfg.classes)
     k = dataset.num_classes
     # --model without --checkpoint: the user's factory builds (and loads) its own model; the
     # preset's shipped weights are only used for the preset's own classifier
@@ -367,12 +393,22 @@ def run(cfg: RunConfig) -> Path:
     methods = build_methods(method_names, model, preset, cfg, cmeta, k, device)
     metric_objs = {}
     for name in metric_names:
-        opts = dict(getattr(preset, "metric_options", {}).get(name, {}))
+        opts = dict(preset.metric_options.get(name, {}))
+        opts.update(preset.data_metric_options.get(name, {}))
         opts.update(cfg.metric_options.get(name, {}))
+        opts = _class_names_to_ids(name, opts, dataset.classes)
         try:
             metric_objs[name] = METRICS.get(name)(**opts)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"metric '{name}': {exc}") from None
+    if _rank_world()[0] == 0 and (cfg.data_root or cfg.model or cfg.image_size):
+        import sys
+
+        how = "--image-size" if cfg.image_size else (
+            f"preset {preset.name}" if preset.dataset != "synthetic" else
+            "the default for --data-root/--model; --image-size N to change")
+        print(f"attrbench: images resized to {dataset.image_size} x {dataset.image_size} px "
+              f"({how})", file=sys.stderr)
     # ------------------------------------------------------------- the run folder
     resolved = {
         "preset": preset.to_dict(), "data_root": str(cfg.data_root) if cfg.data_root else None,
@@ -424,7 +460,60 @@ def run(cfg: RunConfig) -> Path:
         from .report import write_report
 
         write_report(out)
+    _raise_if_all_failed(out, summary)
     return out
+
+
+def _without_foreign_checkpoints(names: list[str], cfg: RunConfig) -> list[str]:
+    """The default method list for a user's ``--model``: methods with a trained network of their
+    own (the Explainer, RT-Saliency) are left out unless a checkpoint is given for them, since
+    the preset's shipped weights were trained for the preset's classifier (a note says so)."""
+    given = {n for n, o in cfg.method_options.items() if "checkpoint" in o}
+    if cfg.explainer_checkpoint:
+        given.add("explainer")
+    dropped = [n for n in names if getattr(METHODS.get(n), "needs_checkpoint", False)
+               and METHODS.canonical(n) not in given]
+    if dropped and _rank_world()[0] == 0:
+        import sys
+
+        print(f"attrbench: {', '.join(dropped)} left out: their shipped weights were trained for "
+              f"the preset's classifier, not for --model (--explainer-checkpoint FILE or "
+              f"--method-option NAME.checkpoint=FILE, and --methods, to run them)",
+              file=sys.stderr)
+    return [n for n in names if n not in dropped]
+
+
+def _class_names_to_ids(metric: str, opts: dict[str, Any], names) -> dict[str, Any]:
+    """A ``classes`` option given by class names (as the paper presets do) -> class ids of the
+    dataset; a name the dataset does not have is a configuration error."""
+    cs = opts.get("classes")
+    if not isinstance(cs, (list, tuple)) or not any(isinstance(c, str) for c in cs):
+        return opts
+    index = {n: i for i, n in enumerate(names)}
+    unknown = [c for c in cs if isinstance(c, str) and c not in index]
+    if unknown:
+        raise ConfigError(f"metric '{metric}': classes {unknown} are not classes of the dataset "
+                          f"({', '.join(names)})")
+    return {**opts, "classes": [index[c] if isinstance(c, str) else c for c in cs]}
+
+
+def _raise_if_all_failed(out: Path, summary: dict[str, Any]) -> None:
+    """:class:`RunFailedError` when no method scored any image, naming the most common reason."""
+    res = summary.get("results", {})
+    if not res or any(r.get("n_images", 0) > 0 for r in res.values()):
+        return
+    from collections import Counter
+
+    from .results import read_rows
+
+    errors = [str(r.get("error") or "unknown") for r in read_rows(out) if r.get("status") != "ok"]
+    if not errors:
+        return
+    short = Counter(e.split(":")[0] for e in errors)
+    top, n = short.most_common(1)[0]
+    example = next(e for e in errors if e.split(":")[0] == top)
+    raise RunFailedError(f"every image failed for every method ({len(errors)} rows); most "
+                         f"common reason ({n} rows): {example} (run folder: {out})")
 
 
 def _write_side_files(out, dataset, preset, methods, metric_objs, collectors, qualitative) -> None:
@@ -437,13 +526,14 @@ def _write_side_files(out, dataset, preset, methods, metric_objs, collectors, qu
     from . import plots
 
     if collectors:  # methods the metric skips (EP, iGOS++ by the paper's protocol) are absent
-        from .metrics.specificity import confusion_matrix
+        from .metrics.specificity import confusion_matrix, specificity_summary
 
         matrices = {}
         for m, rows in collectors.items():
             cs = sorted({int(c) for r in rows for c in r["masks"]})
             mat = confusion_matrix(rows, cs)
-            matrices[m] = {"classes": [dataset.classes[c] for c in cs], "matrix": mat.tolist()}
+            matrices[m] = {"classes": [dataset.classes[c] for c in cs], "matrix": mat.tolist(),
+                           "summary": specificity_summary(mat)}
         plots.save_class_specificity(out, matrices)
     if qualitative and set(qualitative) == set(methods):
         ids = next(iter(qualitative.values()))[0]
@@ -498,7 +588,7 @@ def _evaluate(cfg, preset, dataset, model, methods, metric_objs, store, device,
                     if (one.labels > 0.5).any():
                         try:
                             run_method_on_batch(method, one, seeds[:1], device)
-                        except Exception:  # noqa: BLE001 — failures are recorded in the real call
+                        except Exception:  # noqa: BLE001, S110 — recorded by the real call
                             pass
                 rows = _score(name, method, sub, seeds, model, metric_objs, device,
                               collectors, qualitative if first_batch else None)
@@ -550,10 +640,9 @@ class _FlagDataErrors(torch.utils.data.Dataset):
 
 
 def _subset(batch: Batch, idx: list[int]) -> Batch:
-    t = torch.tensor(idx, dtype=torch.long)
-    return Batch(batch.images[t.to(batch.images.device)], batch.labels[t.to(batch.labels.device)],
-                 batch.masks[t.to(batch.masks.device)], batch.has_gt[t.to(batch.has_gt.device)],
-                 [batch.boxes[i] for i in idx], [batch.image_ids[i] for i in idx])
+    sub = batch.select(idx)
+    sub.errors = None
+    return sub
 
 
 def _score(name, method, batch: Batch, seeds, model, metric_objs, device,
@@ -572,22 +661,28 @@ def _score(name, method, batch: Batch, seeds, model, metric_objs, device,
     pi2 = torch.tensor([remap[int(p)] for p in pi[keep_pairs].tolist()], dtype=torch.long,
                        device=device)
     pc2 = pc[keep_pairs.to(pc.device)].to(device)
-    cm = masks[keep_pairs.to(masks.device)]
+    cm, merged = method.merge_pairs(masks[keep_pairs.to(masks.device)], pi2, len(ok))
     per_image_ms = torch.full((len(ok),), stats["seconds"] * 1000.0 / b)
     calls = torch.full((len(ok),), (stats["forward_rows"] + stats["backward_rows"]) / b)
     eb = EvalBatch(
         images=sub.images, labels=sub.labels, pair_image=pi2, pair_class=pc2, class_masks=cm,
-        merged=EvalBatch.merge(cm, pi2, len(ok)),
+        merged=merged,
         gt_masks=sub.masks if bool(sub.has_gt.any()) else None, has_gt=sub.has_gt,
-        boxes=sub.boxes, model=model, method=method, method_name=name,
+        boxes=sub.boxes, originals=sub.originals or (), model=model, method=method,
+        method_name=name,
         image_ids=sub.image_ids, seeds=seeds[torch.tensor(ok)], time_ms=per_image_ms,
         extras={"model_calls": calls, "peak_mem_mb": stats["peak_mem_mb"],
                 "forward_rows": stats["forward_rows"] / b, "backward_rows": stats["backward_rows"] / b},
     )
     scores: dict[str, list] = {}
     failed_metric: dict[int, str] = {}
+    not_applicable: dict[str, str] = {}
     aux: dict[str, dict[str, Any]] = {}  # auxiliary per-image values (curves) for the plots
     for mname, metric in metric_objs.items():
+        reason = metric.not_applicable(method, name)
+        if reason is not None:  # outside the metric's protocol: recorded as such, not scored
+            not_applicable[mname] = reason
+            continue
         try:
             scores[mname] = metric.update(eb)
         except Exception as exc:  # noqa: BLE001 — a metric bug must not kill a long run
@@ -614,6 +709,8 @@ def _score(name, method, batch: Batch, seeds, model, metric_objs, device,
         row["scores"].update(aux.get(iid, {}))
         if j in failed_metric:
             row["metric_error"] = failed_metric[j]
+        if not_applicable:
+            row["not_applicable"] = dict(not_applicable)
         rows.append(row)
     if qualitative is not None:
         qualitative.setdefault(name, (list(sub.image_ids), eb.merged.detach().cpu()))

@@ -210,6 +210,14 @@ def paired_comparisons(
 
 
 # ------------------------------------------------------------------------------- table model
+NOT_APPLICABLE = "n/a"
+
+
+def cell_text(c: Mapping[str, Any]) -> str:
+    """A cell's value: ``n/a`` where the metric's protocol does not cover the method."""
+    return NOT_APPLICABLE if c.get("not_applicable") else fmt(c.get("value"))
+
+
 def fmt(v: Any, digits: int = 3) -> str:
     """A number for a table cell: NaN/None -> "–", large values with fewer decimals."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -279,6 +287,7 @@ def _cells(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "best": m in best.get(k, []),
                 "significant": bool(pr and pr.get("significant")),
                 "paired": pr,
+                "not_applicable": v.get("not_applicable"),
             }
         rows.append(
             {
@@ -333,8 +342,8 @@ def _footer_lines(summary: Mapping[str, Any]) -> list[str]:
         (
             "`value [lo, hi]`: the metric's summary value and the 95 % percentile-bootstrap CI of "
             "the mean of its per-image values (1000 resamples over images). For metrics that "
-            "aggregate otherwise (median time, per-class mean of the pointing game) the value can "
-            "lie outside that CI."
+            "aggregate otherwise (median time, per-class means of the pointing game and of class "
+            "specificity) the value can lie outside that CI."
         ),
         (
             "`n`: images the method scored; `failed`: images on which the method failed (error or "
@@ -348,6 +357,10 @@ def _footer_lines(summary: Mapping[str, Any]) -> list[str]:
             else "."
         ),
     ]
+    n_a = sorted({(k, c["not_applicable"]) for row in _cells(summary)
+                  for k, c in row["cells"].items() if c.get("not_applicable")})
+    for k, why in n_a:
+        lines.append(f"`{NOT_APPLICABLE}` in {k}: {why}")
     if ref is not None:
         lines.append(
             f"{DAGGER}: differs from the reference method `{ref}` (marked *ref*) at "
@@ -368,7 +381,7 @@ def render_markdown(summary: Mapping[str, Any], title: str = "attrbench summary"
         cells = [name, str(row["n"]), str(row["failed"])]
         for k in metrics:
             c = row["cells"][k]
-            v = fmt(c["value"])
+            v = cell_text(c)
             if c["best"]:
                 v = f"**{v}**"
             if _finite(c["ci_low"]):
@@ -495,7 +508,7 @@ def render_latex(
         cells = [name, str(row["n"]), str(row["failed"])]
         for k in metrics:
             c = row["cells"][k]
-            v = tex_escape(fmt(c["value"])).replace("–", "--")
+            v = tex_escape(cell_text(c)).replace("–", "--")
             if c["best"]:
                 v = f"\\textbf{{{v}}}"
             if c["significant"]:
@@ -545,7 +558,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
         for k in metrics:
             c = row["cells"][k]
             classes = [x for x, on in (("best", c["best"]), ("sig", c["significant"])) if on]
-            v = e(fmt(c["value"]))
+            v = e(cell_text(c))
             if c["best"]:
                 v = f"<strong>{v}</strong>"
             if c["significant"]:

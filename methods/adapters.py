@@ -9,6 +9,10 @@
 
 Both factories create (once, then cached) a subclass of :class:`AttributionMethod` whose
 ``name`` is the registry name, so results record exactly which wrapped class produced them.
+
+Merge order: ``"rescale_then_max"`` (the default): each class map is normalised on its own
+(``normalize=True``) and an image's maps are merged by pixel-wise max, as the paper does for
+Grad-CAM; no reference code merges these methods otherwise.
 """
 
 from __future__ import annotations

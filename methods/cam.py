@@ -16,12 +16,15 @@ Default layer per architecture (:func:`resolve_layer` with ``layer=None``):
 * a torchvision ``VGG`` -> the last module of ``features`` (the last max-pool);
 * anything else -> the last ``nn.Conv2d`` in ``model.modules()`` order.
 
-Paper protocol (PAPER.md §5): the paper ran ``pytorch-grad-cam`` 1.3.1 with target layer
+Paper protocol (Stalder et al. 2022): the paper ran ``pytorch-grad-cam`` 1.3.1 with target layer
 ``features[-1]`` on VGG-16, i.e. the last **max-pool** (7x7) and not the last conv block, and
 the last Bottleneck of ``layer4`` on ResNet-50; that library applies the ReLU, resizes to the
 input size and min-max normalises each class map. TorchRay's benchmark uses ``features.29``
 (the ReLU after the last conv, 14x14) for VGG-16 instead; pass ``layer="backbone.features.29"``
 to get that setting with :class:`~attrbench.models.classifiers.PaperVGG16`.
+
+Merge order: ``"rescale_then_max"`` (the default): ``pytorch-grad-cam`` returns each class map
+already min-max normalised and the paper's code takes the pixel-wise maximum of those.
 """
 
 from __future__ import annotations

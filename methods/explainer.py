@@ -5,7 +5,11 @@ per-class masks are S = sigmoid(E(x)), so **one forward pass gives every class m
 (``attribute_all``), and ``attribute`` picks the requested classes out of that same pass.
 At test time the runner merges the ground-truth classes' masks by pixel-wise max, which is the
 paper's target mask m = sigmoid(max_{k in y} E(x)_k) (sigmoid is monotone, so max and sigmoid
-commute).
+commute). Merge order ``"rescale_then_max"`` (the default; there is no rescale at all).
+
+Both depend on the classifier only through training (``classifier_use = "training"``): the
+classifier is not called to make a map, so a model-randomisation test, which re-runs a method on
+a randomised classifier, does not apply to them (it would need the network retrained).
 
 Real-Time Saliency (Dabkowski & Gal, NeurIPS 2017), as the paper adapted it: the
 same architecture trained with Dabkowski & Gal's loss (``attrbench train explainer --loss
@@ -43,6 +47,7 @@ class Explainer(AttributionMethod):
     name = "explainer"
     needs_checkpoint = True
     all_classes_at_once = True
+    classifier_use = "training"
     loss_name = "explainer"
     _weights_field = "explainer_weights"
 

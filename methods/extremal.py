@@ -32,7 +32,7 @@ __all__ = [
     "select_area",
 ]
 
-_REF_SIZE = 224.0  # the image size the published settings assume (PAPER.md §8)
+_REF_SIZE = 224.0  # the image size the published settings assume
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -84,7 +84,7 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 
 
 def select_area(preserved_logits: Tensor, original_logits: Tensor) -> Tensor:
-    """Index of the selected area per row (PAPER.md §5).
+    """Index of the selected area per row (Stalder et al.'s area selection).
 
     Args:
         preserved_logits: (B, A) target logit of each area's preserved image, areas ascending.
@@ -197,18 +197,23 @@ class ExtremalPerturbations(AttributionMethod):
         every step of SGD with momentum. After optimisation each mask is blurred with a Gaussian
         of sigma ``smooth * min(H, W)`` (zero padding).
 
-        Area selection (Stalder et al. 2022, PAPER.md §5): per image-class, the first (smallest)
-        area whose preserved image's target logit is >= the unperturbed logit; if none, the
-        largest area. That mask, min-max rescaled to [0, 1], is the saliency map.
+        Area selection (Stalder et al. 2022): per image-class, the first (smallest) area whose
+        preserved image's target logit is >= the unperturbed logit; if none, the largest area.
+        That mask, min-max rescaled to [0, 1], is the saliency map.
 
-    Defaults (TorchRay / Stalder et al. settings, PAPER.md §5; ANCHORS.md §4):
+    Merge order: ``merge = "max_then_rescale"``. The paper's evaluation code takes the
+    pixel-wise maximum of an image's selected class masks first and min-max rescales the
+    result once, so ``attribute(..., rescale=False)`` returns the selected masks unrescaled and
+    the runner merges them in that order (each class map on its own is still rescaled).
+
+    Defaults (the TorchRay / Stalder et al. settings):
         ``areas=(0.05, 0.1, 0.2, 0.3)``, ``max_iter=800``, ``num_levels=8``, ``step=7`` and
         ``sigma=21`` and ``max_blur=20`` at 224 px, ``jitter=True``, ``smooth=0.09``,
         ``contrastive_reward=True``, SGD ``lr=0.01`` with ``momentum=0.9`` (dampening 0.9, as the
         reference code; the paper does not name the optimiser's settings), ``reg_weight=300``
         growing by ``reg_growth=1.0035`` per iteration, smooth-max ``coldness=20``.
 
-    Size scaling (PAPER.md §8): ``step=None``, ``sigma=None`` and ``max_blur=None`` mean "the
+    Size scaling: ``step=None``, ``sigma=None`` and ``max_blur=None`` mean "the
     224-px values 7, 21 and 20 scaled by min(H, W) / 224" (``step`` rounded, at least 1). The
     values used by the last call are written to ``self.options`` (``step``, ``sigma``,
     ``max_blur``, ``resolved_for`` = [H, W]).
@@ -251,6 +256,7 @@ class ExtremalPerturbations(AttributionMethod):
     name = "extremal_perturbations"
     black_box = False
     needs_gradients = True
+    merge = "max_then_rescale"
 
     def __init__(
         self,
@@ -415,7 +421,9 @@ class ExtremalPerturbations(AttributionMethod):
                         selected=sel, saliency=sal, rewards=rewards)
 
     def _attribute(self, images: Tensor, targets: Tensor, *, gt_masks, seeds) -> Tensor:
-        return self._optimise(images, targets).saliency
+        # the selected masks before the rescale (applied by ``attribute``/the merge; see merge)
+        res = self._optimise(images, targets)
+        return res.masks[torch.arange(images.shape[0], device=images.device), res.selected]
 
 
 def _minmax(maps: Tensor) -> Tensor:

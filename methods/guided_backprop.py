@@ -65,9 +65,15 @@ class GuidedBackprop(AttributionMethod):
     Definition: the gradient of the target logit with respect to the input, where every ReLU's
     backward pass is replaced by the guided rule: the gradient passes only where both the
     ReLU's input and the incoming gradient are positive. The saliency map is the maximum over
-    the RGB channels of the absolute input gradient (the paper's benchmark, via TorchRay; see
-    PAPER.md §5), min-max normalised per map to [0, 1] when ``normalize=True`` (default; a
-    constant map becomes all 0).
+    the RGB channels of the absolute input gradient (Stalder et al.'s benchmark, via TorchRay),
+    min-max normalised per map to [0, 1] when ``normalize=True`` (default; a constant map
+    becomes all 0).
+
+    Merge order: ``merge = "max_then_rescale"``. Stalder et al.'s code takes the pixel-wise
+    maximum of an image's class gradients first and min-max rescales the result once (the
+    gradient magnitudes of different classes are comparable, so the class with the stronger
+    gradient dominates the merged map); ``attribute(..., rescale=False)`` returns the
+    unrescaled maps for that merge.
 
     Implementation: forward hooks on every ``nn.ReLU`` module (see :func:`guided_relus`);
     in-place ReLUs are temporarily made out-of-place and restored afterwards. Deviations and
@@ -83,6 +89,7 @@ class GuidedBackprop(AttributionMethod):
 
     name = "guided_backprop"
     needs_gradients = True
+    merge = "max_then_rescale"
 
     def __init__(self, model: nn.Module, normalize: bool = True) -> None:
         if not isinstance(normalize, bool):
@@ -97,8 +104,12 @@ class GuidedBackprop(AttributionMethod):
             )
 
     def _saliency(self, grad: Tensor) -> Tensor:
-        sal = grad.abs().amax(dim=-3)
-        return minmax_normalize(sal) if self.normalize else sal
+        """Channel max of |grad|, before the rescale (applied by :meth:`rescale`)."""
+        return grad.abs().amax(dim=-3)
+
+    def rescale(self, maps: Tensor) -> Tensor:
+        """Per-map min-max to [0, 1] with ``normalize=True``; the raw maps otherwise."""
+        return minmax_normalize(maps) if self.normalize else maps
 
     def _forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         x = images.detach().clone().requires_grad_(True)

@@ -57,7 +57,10 @@ class IGOSPP(AttributionMethod):
         size, then ``1 - M`` min-max rescaled per map (equal to the paper pipeline's
         ``1 - minmax(M)``; a flat mask gives an all-0 map).
 
-    Defaults (the official code as run by Stalder et al. 2022, PAPER.md §5):
+    Merge order: ``"rescale_then_max"`` (the default): the paper's code upsamples each class
+    mask, min-max normalises and inverts it, then takes the pixel-wise maximum over classes.
+
+    Defaults (the official code as run by Stalder et al. 2022):
         ``mask_size=28`` at 224 px, ``l1=1``, ``l2=20``, ``tv_beta=2``, ``bilateral_sigma=0.01``,
         ``alpha=1000`` (line-search start), ``armijo_beta=1e-4``, ``decay=0.2``,
         ``min_alpha=1e-5``, ``noise=0.2`` (std of the Gaussian noise added to every path image),

@@ -85,7 +85,10 @@ class RISE(AttributionMethod):
         masks (see :func:`generate_rise_masks`) and ``score_k`` is the sigmoid (multi-label) or
         softmax probability of class ``k``. With ``normalize=True`` each map is then min-max
         rescaled to [0, 1] (a flat map becomes all 0), as in the evaluation pipeline of Stalder
-        et al. 2022 (PAPER.md §5).
+        et al. 2022.
+
+    Merge order: ``"rescale_then_max"`` (the default): the paper's code min-max normalises
+    each ground-truth class's map, then takes the pixel-wise maximum.
 
     Implementation:
         The masks are generated once per (image height, width, device) and cached on the
@@ -96,7 +99,7 @@ class RISE(AttributionMethod):
         scores before that product; :meth:`attribute_all` keeps all classes. Both use the same
         forward passes, so ``attribute_all(x)[:, k] == attribute(x, k)`` up to float rounding.
 
-    Defaults (TorchRay's ``rise``, used by the paper, PAPER.md §5):
+    Defaults (TorchRay's ``rise``, used by Stalder et al.):
         ``num_masks=8000, num_cells=7, p=0.5, batch_size=32, seed=0, score="sigmoid",
         normalize=True``.
 

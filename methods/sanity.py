@@ -1,4 +1,5 @@
-"""Sanity rows: reference "methods" that bracket every metric (PAPER.md §1, ANCHORS.md §5).
+"""Sanity rows: reference "methods" that bracket every metric (the paper's constant and ideal
+masks, TorchRay's centre baseline).
 
 * ``ideal``: the ground-truth mask of the target class (the paper's "Ideal"/``perfect`` column).
 * ``center``: a centred isotropic Gaussian (TorchRay's ``center`` pointing-game baseline uses
@@ -7,7 +8,9 @@
 * ``random``: i.i.d. uniform noise in [0, 1], seeded per image (``seed + seeds[i]``), so an
   image gets the same map whatever batch it is in.
 
-None of them reads the classifier; they are cheap test doubles for the metrics as well.
+None of them reads the classifier (``classifier_use = "none"``: a model-randomisation test
+gives them |rho| = 1, the reference for "ignores the model"); they are cheap test doubles for
+the metrics as well. Merge order ``"rescale_then_max"`` (the default; nothing is rescaled).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Ideal(AttributionMethod):
     name = "ideal"
     black_box = True
     needs_ground_truth = True
+    classifier_use = "none"
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -45,6 +49,7 @@ class Center(AttributionMethod):
 
     name = "center"
     black_box = True
+    classifier_use = "none"
 
     def __init__(self, model: nn.Module, sigma: float = 0.25) -> None:
         self._check_positive("sigma", sigma)
@@ -63,6 +68,7 @@ class Center(AttributionMethod):
 class _Constant(AttributionMethod):
     value: float = 0.0
     black_box = True
+    classifier_use = "none"
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -103,6 +109,7 @@ class Random(AttributionMethod):
     name = "random"
     black_box = True
     stochastic = True
+    classifier_use = "none"
 
     def __init__(self, model: nn.Module, seed: int = 0) -> None:
         if not isinstance(seed, int):

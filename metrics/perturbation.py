@@ -10,7 +10,8 @@ All logic lives in pure batched functions that run on the images' device:
 * :func:`deletion_insertion_curves` — the (P, steps + 1) score curves, built in chunks of
   ``batch_size`` perturbed images per classifier forward (no Python loop over pixels or steps).
 * :func:`curve_auc` — trapezoid rule over the perturbed fraction in [0, 1].
-* :func:`saliency_metric` — log(max(area, 0.05)) − log(Σ_{c∈GT} p_c).
+* :func:`saliency_metric` — log(max(area, 0.05)) − log(Σ_{c∈GT} p_c), the sum over objects
+  (VOC) or classes (COCO) by :func:`object_counts`.
 
 The :class:`~attrbench.interfaces.Metric` classes at the bottom call them on an
 :class:`~attrbench.interfaces.EvalBatch`.
@@ -53,6 +54,7 @@ __all__ = [
     "curve_auc",
     "deletion_insertion_curves",
     "gaussian_blur",
+    "object_counts",
     "perturbation_baseline",
     "saliency_metric",
     "saliency_ranks",
@@ -80,10 +82,10 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
-def _valid_maps(maps: Tensor) -> Tensor:
-    """(N, ...) -> (N,) bool: finite everywhere and not all zero (an empty map is a failure)."""
-    flat = maps.flatten(1)
-    return torch.isfinite(flat).all(dim=1) & (flat != 0).any(dim=1)
+def _finite_maps(maps: Tensor) -> Tensor:
+    """(N, ...) -> (N,) bool: finite everywhere (every finite map is scored, all-zero ones
+    included; only non-finite maps are undefined)."""
+    return torch.isfinite(maps.flatten(1)).all(dim=1)
 
 
 def class_scores(logits: Tensor, score: str) -> Tensor:
@@ -119,7 +121,8 @@ def saliency_ranks(maps: Tensor, dtype: torch.dtype = torch.long) -> Tensor:
 
     Rank 0 is the most salient pixel. Ties are broken deterministically by raster order (the
     pixel with the smaller flat index ``y * W + x`` comes first): a *stable* descending
-    ``argsort`` computed once per map. Non-finite values must be removed by the caller.
+    ``argsort`` computed once per map. A constant map (all zero included) is therefore perturbed
+    in raster order, top row first. Non-finite values must be removed by the caller.
     """
     if maps.ndim != 3:
         raise ValueError(f"maps must have shape (P, H, W), got {tuple(maps.shape)}")
@@ -311,32 +314,30 @@ def saliency_metric(
     *,
     score: str = "softmax",
     min_area: float = 0.05,
-    empty: str = "nan",
 ) -> Tensor:
     """Dabkowski & Gal's saliency metric as the Stalder et al. code computes it, batched.
 
-    ``s = log(max(mean(m), min_area)) - log(sum_{c in GT} p_c)`` with ``p`` the ``score`` of
-    the classifier on ``m * x`` (the mask multiplies the normalised image: masked-out pixels
-    become the mean colour). ``score="softmax"`` (the paper's code: softmax over all K classes)
-    or ``"sigmoid"`` (per-class probabilities of a multi-label classifier, summed over the GT
-    classes; the sum can exceed 1, making ``s`` smaller than with softmax).
+    ``s = log(max(mean(m), min_area)) - log(sum_k w_k p_k)`` with ``p`` the ``score`` of the
+    classifier on ``m * x`` (the mask multiplies the normalised image: masked-out pixels become
+    the mean colour) and ``w = labels``: multi-hot (each ground-truth class once) or counts
+    (each class as many times as the image has objects of it, as the paper's code does on VOC).
+    ``score="softmax"`` (the paper's code: softmax over all K classes) or ``"sigmoid"``
+    (per-class probabilities of a multi-label classifier; the sum can exceed 1, making ``s``
+    smaller than with softmax). Every finite mask is scored, the all-zero one included (its
+    area is floored at ``min_area``), as the paper's code scores its constant-0 row.
 
     Args:
         model: classifier (N, 3, H, W) -> (N, K) logits.
         images: (B, 3, H, W) normalised images.
         masks: (B, H, W) merged masks in [0, 1].
-        labels: (B, K) multi-hot ground truth.
+        labels: (B, K) ground-truth weights (multi-hot, or object counts per class).
         score: ``"softmax"`` (default) or ``"sigmoid"``.
         min_area: area floor (paper: 0.05).
-        empty: ``"nan"`` (default: an all-zero mask is a method failure) or ``"score"`` (score it,
-            as the paper's constant-0 reference row does).
 
     Returns:
-        (B,) values; NaN for non-finite masks, images without GT classes, and empty masks when
-        ``empty="nan"``.
+        (B,) values; NaN for non-finite masks and images without GT classes.
     """
     _check_choice("score", score, ("softmax", "sigmoid"))
-    _check_choice("empty", empty, ("nan", "score"))
     if masks.ndim != 3 or images.ndim != 4 or masks.shape[0] != images.shape[0] \
             or masks.shape[-2:] != images.shape[-2:]:
         raise ValueError(f"masks (B,H,W) and images (B,3,H,W) must match, got "
@@ -347,14 +348,44 @@ def saliency_metric(
     probs = class_scores(model(m.unsqueeze(1) * images), score).double()
     if labels.shape != (b, probs.shape[1]):
         raise ValueError(f"labels must have shape {(b, probs.shape[1])}, got {tuple(labels.shape)}")
-    gt = labels.to(probs.device) > 0
-    p_gt = (probs * gt).sum(dim=1)
+    weights = labels.to(device=probs.device, dtype=probs.dtype).clamp_min(0)
+    p_gt = (probs * weights).sum(dim=1)
     area = m.double().flatten(1).mean(dim=1)
     val = torch.log(area.clamp_min(min_area)) - torch.log(p_gt)
-    ok = finite & gt.any(dim=1)
-    if empty == "nan":
-        ok = ok & (m.flatten(1) != 0).any(dim=1)
+    ok = finite & (weights > 0).any(dim=1)
     return torch.where(ok, val, torch.full_like(val, math.nan)).float()
+
+
+def object_counts(batch: EvalBatch, count: str = "auto") -> Tensor:
+    """(B, K) ground-truth weights of the saliency metric.
+
+    ``count="objects"``: per class, the number of the image's annotated objects (its entries in
+    ``batch.boxes``, difficult ones included); ``"classes"``: the multi-hot labels; ``"auto"``:
+    objects for VOC-layout data and classes for COCO (``batch.originals[b].kind``), as the paper's
+    code sums the probabilities over the VOC annotation's object list but over the distinct COCO
+    categories; classes where the kind is unknown. An image without boxes falls back to its
+    labels.
+    """
+    _check_choice("count", count, ("auto", "objects", "classes"))
+    labels = (batch.labels > 0.5).to(torch.float64)
+    if count == "classes":
+        return labels
+    out = labels.clone()
+    originals = list(batch.originals) if batch.originals else [None] * batch.batch_size
+    k = labels.shape[1]
+    for b in range(batch.batch_size):  # per image: its list of objects
+        kind = getattr(originals[b], "kind", None) if b < len(originals) else None
+        if count == "auto" and kind != "voc":
+            continue
+        boxes = batch.boxes[b] if len(batch.boxes) > b else ()
+        if not boxes:
+            continue
+        row = torch.zeros(k, dtype=torch.float64)
+        for bx in boxes:
+            if 0 <= int(bx[0]) < k:
+                row[int(bx[0])] += 1
+        out[b] = row.to(out.device)
+    return out
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -395,15 +426,13 @@ class _CurveMetric(Metric):
         self._seen = 0
 
     def pair_curves(self, batch: EvalBatch) -> tuple[Tensor, Tensor]:
-        """(P, steps + 1) curves and (P,) bool validity of the batch's pairs (invalid pairs,
-        i.e. non-finite, all-zero or constant maps, get NaN rows)."""
+        """(P, steps + 1) curves and (P,) bool validity of the batch's pairs (only non-finite
+        maps are invalid and get NaN rows; a constant or all-zero map is perturbed in raster
+        order, see :func:`saliency_ranks`)."""
         if batch.model is None:
             raise ValueError(f"metric '{self.name}' needs batch.model")
         masks = batch.class_masks
-        flat = masks.flatten(1)
-        valid = _valid_maps(masks)
-        if flat.shape[1]:
-            valid &= flat.amax(1) != flat.amin(1)  # a constant map defines no order
+        valid = _finite_maps(masks)
         p = masks.shape[0]
         curves = torch.full((p, self.steps + 1), math.nan, device=batch.images.device)
         if valid.any():
@@ -452,9 +481,10 @@ class DeletionAUC(_CurveMetric):
     Deviations from the paper: the paper deletes a fixed number of pixels per step (224 at
     224 px) on a softmax ImageNet classifier; here the number of steps is fixed and the score is
     the sigmoid (option ``score="softmax"``; ``"logit"`` is for closed-form tests). Saliency ties
-    are broken by raster order (stable sort). Maps that are non-finite, all zero or constant give
-    NaN (no ranking; counted as a failure, never scored) — so the ``constant_*`` sanity rows are
-    NaN here.
+    are broken by raster order (stable sort), so every finite map is scored: a constant or
+    all-zero map (the ``constant_*`` sanity rows, or a method that returns nothing on a hard
+    image) deletes the image row by row from the top. Non-finite maps give NaN (the runner fails
+    such images before).
 
     Curves: after :meth:`update`, ``self.curves[image_id][class_id]`` holds the curve (a list of
     ``steps + 1`` floats; the x values are ``step_counts(H*W, steps) / (H*W)``). Keys are the
@@ -464,7 +494,7 @@ class DeletionAUC(_CurveMetric):
 
     name = "deletion_auc"
     higher_is_better = False
-    version = 1
+    version = 2
     definition = "area under the target score curve as pixels are removed in saliency order"
     mode = "deletion"
     default_baseline = "zero"
@@ -483,7 +513,7 @@ class InsertionAUC(_CurveMetric):
 
     name = "insertion_auc"
     higher_is_better = True
-    version = 1
+    version = 2
     definition = "area under the target score curve as pixels are inserted in saliency order"
     mode = "insertion"
     default_baseline = "blur"
@@ -495,36 +525,42 @@ class SaliencyMetric(Metric):
 
     Per image: ``log(max(mean(m), 0.05)) - log(sum_{c in GT} p_c)`` with ``m`` the merged mask
     (``batch.merged``) and ``p = softmax(F(m * x))`` over all K classes (``x`` normalised, so
-    masked pixels are the mean colour). See :func:`saliency_metric`.
+    masked pixels are the mean colour). The sum runs as the paper's code runs it on each
+    dataset: on VOC-layout data over the annotation's objects (a class with three objects counts
+    three times, difficult objects included), on COCO over the distinct categories. See
+    :func:`saliency_metric` and :func:`object_counts`.
 
     Options: ``score="softmax"`` (default, the paper's code, even for multi-label classifiers)
     or ``"sigmoid"`` (per-class probabilities summed over the GT classes); ``min_area=0.05``;
-    ``empty="nan"`` (default) or ``"score"``.
+    ``count="auto"`` (objects on VOC-layout data, classes on COCO), ``"objects"`` or
+    ``"classes"``.
 
-    Deviations: Dabkowski & Gal crop the salient region and resize it; the Stalder et al. code,
-    followed here, multiplies the mask with the image instead. An all-zero merged mask is a
-    method failure (NaN) by default, whereas the paper also scores its constant-0 reference row
-    (``empty="score"`` reproduces that). Images without GT classes are NaN.
+    Every finite merged mask is scored; an all-zero one has area ``min_area`` and the
+    probabilities of the blank (mean-colour) image, as the paper's constant-0 row. Deviations:
+    Dabkowski & Gal crop the salient region and resize it; the Stalder et al. code, followed
+    here, multiplies the mask with the image instead. Images without GT classes are NaN.
     """
 
     name = "saliency"
     higher_is_better = False
-    version = 1
-    definition = "log(max(area, 0.05)) - log(sum of GT-class softmax probs on the masked image)"
+    version = 2
+    definition = ("log(max(area, 0.05)) - log(sum of GT softmax probs on the masked image; VOC: "
+                  "one term per object, COCO: per class)")
     needs = frozenset({"model"})
 
-    def __init__(self, score: str = "softmax", min_area: float = 0.05, empty: str = "nan") -> None:
+    def __init__(self, score: str = "softmax", min_area: float = 0.05,
+                 count: str = "auto") -> None:
         _check_choice("score", score, ("softmax", "sigmoid"))
-        _check_choice("empty", empty, ("nan", "score"))
+        _check_choice("count", count, ("auto", "objects", "classes"))
         if not (isinstance(min_area, (int, float)) and 0 < min_area <= 1):
             raise ValueError(f"min_area must be in (0, 1], got {min_area!r}")
-        super().__init__(score=score, min_area=min_area, empty=empty)
-        self.score_kind, self.min_area, self.empty = score, float(min_area), empty
+        super().__init__(score=score, min_area=min_area, count=count)
+        self.score_kind, self.min_area, self.count = score, float(min_area), count
 
     def score(self, batch: EvalBatch) -> list[float]:
         if batch.model is None:
             raise ValueError(f"metric '{self.name}' needs batch.model")
         vals = saliency_metric(batch.model, batch.images, batch.merged.to(batch.images.device),
-                               batch.labels, score=self.score_kind, min_area=self.min_area,
-                               empty=self.empty)
+                               object_counts(batch, self.count), score=self.score_kind,
+                               min_area=self.min_area)
         return vals.tolist()

@@ -4,7 +4,10 @@ Checks for Saliency Maps". NeurIPS 2018), cascading variant.
 A faithful attribution depends on the model: when the classifier's weights are re-initialised
 from the output layer downwards, its maps should change. The score is the absolute Spearman rank
 correlation between the original map and the map on the randomised copy (lower = more sensitive
-to the model = better). A method that ignores the model (``center``, ``ideal``) scores 1.
+to the model = better). A method that ignores the model (``center``, ``ideal``, the constant
+maps) scores 1. A method that depends on the classifier only through training (the Explainer,
+RT-Saliency: ``classifier_use = "training"``) is outside the test's protocol: re-running it on a
+randomised classifier would need the network retrained, so it is reported as not applicable.
 
 Pure functions: :func:`average_ranks`, :func:`spearman` (batched, average ranks for ties),
 :func:`parameterised_layers`, :func:`randomize_layers`.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +68,9 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
     """Spearman rank correlation of each row pair: (N, ...) x (N, ...) -> (N,).
 
     Pearson correlation of the average ranks (ties averaged, as in ``scipy.stats.spearmanr``).
-    NaN when either row is constant or contains a non-finite value.
+    NaN when either row contains a non-finite value. A constant row has no ranking: two
+    identical rows give 1 (nothing changed, e.g. a constant map on both sides), a constant row
+    against a different one gives 0 (no rank association; ``scipy`` returns NaN there).
     """
     if a.shape != b.shape or a.ndim < 2:
         raise ValueError(f"a and b must have the same shape (N, ...), got {tuple(a.shape)} and "
@@ -76,9 +82,10 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
     ra = ra - ra.mean(1, keepdim=True)
     rb = rb - rb.mean(1, keepdim=True)
     den = (ra.square().sum(1) * rb.square().sum(1)).sqrt()
-    rho = (ra * rb).sum(1) / den
-    ok = finite & (den > 0)
-    return torch.where(ok, rho, torch.full_like(rho, math.nan)).float()
+    rho = (ra * rb).sum(1) / torch.where(den > 0, den, torch.ones_like(den))
+    same = (a == b).all(1)
+    rho = torch.where(den > 0, rho, torch.where(same, torch.ones_like(rho), torch.zeros_like(rho)))
+    return torch.where(finite, rho, torch.full_like(rho, math.nan)).float()
 
 
 def parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -121,12 +128,14 @@ class RandomizationSpearman(Metric):
     The classifier is deep-copied; its parameterised layers (see :func:`parameterised_layers`)
     are re-initialised from the output down, cumulatively, in ``num_layers`` steps (default 3:
     the head; then also the next layer; then also the one below). After each step a new method
-    instance of the same class and options (``type(batch.method)(copy, **batch.method.options)``)
+    instance of the same class and constructor options (``batch.method.clone(copy)``)
     recomputes every (image, GT class) map with the same seeds, and the Spearman rank
-    correlation with the original map (``batch.class_masks``) is taken. Per-image value: the
-    mean over steps and over the image's GT classes of ``|rho|`` (NaN if any is NaN, e.g. a
-    constant map). After :meth:`update`, ``self.rhos[image_id][class_id]`` holds the signed rho
-    per step (for plots); :meth:`reset` clears it.
+    correlation with the original map (``batch.class_masks``) is taken (:func:`spearman`; a
+    constant map against an identical one gives 1). Per-image value: the mean over steps and
+    over the image's GT classes of ``|rho|``. After :meth:`update`,
+    ``self.rhos[image_id][class_id]`` holds the signed rho per step (for plots); :meth:`reset`
+    clears it. Methods with ``classifier_use = "training"`` are not applicable
+    (:meth:`not_applicable`); every other registered method is scored.
 
     Options: ``num_layers=3``; ``seed=0`` (re-initialisation of step s uses ``seed + s``).
 
@@ -142,7 +151,7 @@ class RandomizationSpearman(Metric):
 
     name = "randomization_spearman"
     higher_is_better = False
-    version = 1
+    version = 2
     definition = "mean |Spearman rho| between maps of the model and of top-down randomised copies"
     needs = frozenset({"model", "method"})
 
@@ -161,6 +170,12 @@ class RandomizationSpearman(Metric):
         super().reset()
         self.rhos = {}
         self._seen = 0
+
+    def not_applicable(self, method: Any, name: str = "") -> str | None:
+        if getattr(method, "classifier_use", "inference") == "training":
+            return ("the method does not call the classifier at inference (trained against it): "
+                    "randomising the classifier cannot change its maps without retraining")
+        return None
 
     def pair_rhos(self, batch: EvalBatch) -> Tensor:
         """(P, num_layers) signed Spearman rho of each pair after each randomisation step."""
@@ -184,12 +199,16 @@ class RandomizationSpearman(Metric):
         rhos = []
         for s in range(self.num_layers):
             randomize_layers(model_copy, [layers[s][0]], self.seed + s)
-            method = type(batch.method)(model_copy, **batch.method.options)
+            method = batch.method.clone(model_copy)
+            method._num_classes = batch.method._num_classes
             maps = method.attribute(images, targets, gt_masks=gt, seeds=seeds)
             rhos.append(spearman(batch.class_masks.to(dev).float(), maps.float()))
         return torch.stack(rhos, 1)
 
     def score(self, batch: EvalBatch) -> list[float]:
+        if self.not_applicable(batch.method) is not None:
+            self._seen += batch.batch_size
+            return [math.nan] * batch.batch_size
         rhos = self.pair_rhos(batch)
         b = batch.batch_size
         pi = batch.pair_image.to(rhos.device).long()

@@ -159,7 +159,12 @@ def test_unknown_class_name(voc_copy):
     root, d = voc_copy
     path = d / "Annotations" / "000009.xml"
     path.write_text(path.read_text().replace("<name>car</name>", "<name>unicorn</name>"))
-    ds = VOCDataset(root, "test", 32)
+    # with the default (VOC) class list, an unknown name is one error when the dataset opens
+    with pytest.raises(DataError, match="unicorn") as err:
+        VOCDataset(root, "test", 32)
+    assert path.name in str(err.value) and "classes.txt" in str(err.value)
+    # with the class names given, the same annotation fails its own image only
+    ds = VOCDataset(root, "test", 32, classes=VOCDataset(root, "train", 32).classes)
     with pytest.raises(DataError, match="unicorn") as err:
         ds[ds.ids.index("000009")]
     assert str(path) in str(err.value)

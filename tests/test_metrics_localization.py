@@ -301,13 +301,14 @@ def ref_point(mp):
 
 
 def ref_pointing(mp, region, tol):
-    if not torch.isfinite(mp).all() or not (mp != 0).any() or not region.any():
+    """TorchRay's rule: hit iff a region pixel is at distance strictly below ``tol``."""
+    if not torch.isfinite(mp).all() or not region.any():
         return math.nan
     py, px = ref_point(mp)
     h, w = mp.shape
     for y in range(h):
         for x in range(w):
-            if region[y, x] and math.sqrt((y - py) ** 2 + (x - px) ** 2) <= tol:
+            if region[y, x] and (y - py) ** 2 + (x - px) ** 2 < tol * tol:
                 return 1.0
     return 0.0
 
@@ -322,7 +323,7 @@ def ref_energy(mp, region):
             v = max(float(mp[y, x]), 0.0)
             tot += v
             ins += v * bool(region[y, x])
-    return math.nan if tot == 0 else ins / tot
+    return 0.0 if tot == 0 else ins / tot
 
 
 def _single(mp, region):
@@ -339,20 +340,23 @@ def _peak(h, w, y, x, value=1.0):
     return mp
 
 
-def test_point_exactly_at_tolerance_hits_and_just_beyond_misses():
+def test_tolerance_is_strict_as_torchray():
     region = torch.zeros(40, 40, dtype=torch.bool)
     region[10, 10] = True
     pg = P.PointingGame()  # default tolerance 15
     assert pg.options["tolerance"] == 15.0
-    assert pg.score(_single(_peak(40, 40, 10, 25), region)) == [{0: 1.0}]  # distance 15
-    assert pg.score(_single(_peak(40, 40, 10, 26), region)) == [{0: 0.0}]  # distance 16
-    assert pg.score(_single(_peak(40, 40, 19, 22), region)) == [{0: 1.0}]  # 9-12-15 triangle
-    assert pg.score(_single(_peak(40, 40, 20, 22), region)) == [{0: 0.0}]  # sqrt(244) > 15
-    # 3-4-5: tolerance 5 hits, 4.99 misses; a scaled (64 px preset) tolerance works the same
+    assert pg.score(_single(_peak(40, 40, 10, 24), region)) == [{0: 1.0}]  # distance 14
+    assert pg.score(_single(_peak(40, 40, 10, 25), region)) == [{0: 0.0}]  # 15 is not < 15
+    assert pg.score(_single(_peak(40, 40, 19, 21), region)) == [{0: 1.0}]  # sqrt(202) < 15
+    assert pg.score(_single(_peak(40, 40, 19, 22), region)) == [{0: 0.0}]  # 9-12-15 triangle
+    # 3-4-5: tolerance 5.01 hits, 5 misses; a scaled (64 px preset) tolerance works the same
     mp = _peak(40, 40, 13, 14)
-    assert P.PointingGame(tolerance=5).score(_single(mp, region)) == [{0: 1.0}]
-    assert P.PointingGame(tolerance=4.99).score(_single(mp, region)) == [{0: 0.0}]
-    assert P.PointingGame(tolerance=0).score(_single(_peak(40, 40, 10, 10), region)) == [{0: 1.0}]
+    assert P.PointingGame(tolerance=5.01).score(_single(mp, region)) == [{0: 1.0}]
+    assert P.PointingGame(tolerance=5).score(_single(mp, region)) == [{0: 0.0}]
+    # tolerance 0 accepts nothing, not even the pixel itself; 1 accepts only the pixel itself
+    assert P.PointingGame(tolerance=0).score(_single(_peak(40, 40, 10, 10), region)) == [{0: 0.0}]
+    assert P.PointingGame(tolerance=1).score(_single(_peak(40, 40, 10, 10), region)) == [{0: 1.0}]
+    assert P.PointingGame(tolerance=1).score(_single(_peak(40, 40, 10, 11), region)) == [{0: 0.0}]
 
 
 def test_constant_map_points_at_first_pixel_and_ties_go_to_first_max():
@@ -363,20 +367,25 @@ def test_constant_map_points_at_first_pixel_and_ties_go_to_first_max():
     pts, _ = P.pointing_points(mp[None])
     assert pts.tolist() == [[2, 5]] and tuple(pts[0].tolist()) == ref_point(mp)
     region = torch.zeros(40, 40, dtype=torch.bool)
-    region[0, 15] = True
-    assert P.PointingGame().score(_single(torch.full((40, 40), 0.5), region)) == [{0: 1.0}]
+    region[0, 14] = True
+    for mp in (torch.full((40, 40), 0.5), torch.zeros(40, 40)):  # all-zero: a constant map too
+        assert P.PointingGame().score(_single(mp, region)) == [{0: 1.0}]
     region = torch.zeros(40, 40, dtype=torch.bool)
-    region[0, 16] = True
-    assert P.PointingGame().score(_single(torch.full((40, 40), 0.5), region)) == [{0: 0.0}]
+    region[0, 15] = True
+    for mp in (torch.full((40, 40), 0.5), torch.zeros(40, 40)):
+        assert P.PointingGame().score(_single(mp, region)) == [{0: 0.0}]
 
 
-def test_nan_and_empty_maps_are_never_hits():
+def test_non_finite_maps_are_undefined_and_empty_maps_are_scored():
     region = torch.ones(10, 10, dtype=torch.bool)  # any point would hit
-    for mp in (torch.full((10, 10), math.nan), torch.zeros(10, 10), _peak(10, 10, 3, 3, math.inf)):
+    for mp in (torch.full((10, 10), math.nan), _peak(10, 10, 3, 3, math.inf)):
         (val,) = P.PointingGame().score(_single(mp, region))
         assert math.isnan(val[0])
         assert math.isnan(P.PointingGame.aggregate([val]))
         assert math.isnan(P.EnergyPointingGame().score(_single(mp, region))[0])
+    # an all-zero map points at (0, 0) (TorchRay's argmax) and has no energy in the region
+    assert P.PointingGame().score(_single(torch.zeros(10, 10), region)) == [{0: 1.0}]
+    assert P.EnergyPointingGame().score(_single(torch.zeros(10, 10), region)) == [0.0]
     # an empty region cannot be pointed at
     (val,) = P.PointingGame().score(_single(_peak(10, 10, 1, 1), torch.zeros(10, 10).bool()))
     assert math.isnan(val[0])
@@ -388,7 +397,7 @@ def test_pointing_and_energy_match_slow_reference_on_random_batches():
     batch.class_masks[0] = 0.0  # an empty map
     batch.class_masks[1, 2, 3] = math.nan  # a failed map
     batch.class_masks[2] = batch.class_masks[2] - 0.5  # negative values for the energy game
-    for tol in (0.0, 2.0, 3.5):
+    for tol in (0.0, 1.0, 2.0, 3.5, 5.0):
         vals = P.PointingGame(tolerance=tol).score(batch)
         for p in range(len(batch.pair_image)):
             b, c = int(batch.pair_image[p]), int(batch.pair_class[p])
@@ -411,7 +420,8 @@ def test_energy_pointing_game_hand_case():
     region = torch.zeros(4, 4, dtype=torch.bool)
     region[0, 0] = True
     assert P.energy_pointing_game(mp[None], region[None]).tolist() == [0.75]
-    assert math.isnan(P.energy_pointing_game(-mp.abs()[None], region[None]).item())
+    # no positive energy anywhere: none inside the region either
+    assert P.energy_pointing_game(-mp.abs()[None], region[None]).item() == 0.0
 
 
 # ---------------------------------------------------------------------------------- boxes
@@ -440,19 +450,20 @@ def test_box_regions_and_box_based_hits():
     for p, c in enumerate((0, 1)):
         assert torch.equal(regions[p], ref_box_region(boxes[0], c, h, w))
     assert regions[0].sum() == 36 and regions[0, 20:26, 20:26].all()  # inclusive integer box
-    # point (10, 22) is 10 px above the box's top row (y = 20)
-    assert P.PointingGame(tolerance=10).score(batch) == [{0: 1.0, 1: 0.0}]
-    assert P.PointingGame(tolerance=9.9).score(batch) == [{0: 0.0, 1: 0.0}]
-    # the same image WITH segmentation: "auto" uses the segmentation, True the boxes
+    # point (10, 22) is 10 px above the box's top row (y = 20): strict tolerance
+    assert P.PointingGame(tolerance=10.1).score(batch) == [{0: 1.0, 1: 0.0}]
+    assert P.PointingGame(tolerance=10).score(batch) == [{0: 0.0, 1: 0.0}]
+    # the same image WITH segmentation: without original annotations the segmentation is used
     gt2 = gt.clone()
     gt2[0, 0, 0, 22] = True
     gt2[0, 1, 39, 39] = True
     seg_batch = make_batch(maps, [0, 0], [0, 1], gt2, has_gt=[True], boxes=boxes)
-    assert P.PointingGame(tolerance=0).score(seg_batch) == [{0: 0.0, 1: 1.0}]
-    assert P.PointingGame(tolerance=10, use_boxes=True).score(seg_batch) == [{0: 1.0, 1: 0.0}]
-    # use_boxes=False on an image without segmentation: no region -> NaN
-    (v,) = P.PointingGame(use_boxes=False).score(batch)
-    assert math.isnan(v[0]) and math.isnan(v[1])
+    assert P.PointingGame(tolerance=0.5).score(seg_batch) == [{0: 0.0, 1: 1.0}]
+    regions, _ = P.class_regions(seg_batch, use_boxes=True)
+    assert torch.equal(regions[0], ref_box_region(boxes[0], 0, h, w))
+    # use_boxes=False on an image without segmentation: no region
+    regions, _ = P.class_regions(batch, use_boxes=False)
+    assert not regions.any()
 
 
 def test_difficult_classes_are_skipped():
@@ -463,14 +474,15 @@ def test_difficult_classes_are_skipped():
     maps = torch.stack([_peak(h, w, 3, 3), _peak(h, w, 11, 11)])
     batch = make_batch(maps, [0, 0], [0, 1], gt, has_gt=[False], boxes=boxes)
     # class 1 keeps its difficult box in the region (a non-difficult one exists)
-    assert P.PointingGame(tolerance=0).score(batch) == [{1: 1.0}]
-    assert P.PointingGame(tolerance=0, skip_difficult=False).score(batch) == [{0: 1.0, 1: 1.0}]
+    assert P.PointingGame(tolerance=0.5).score(batch) == [{1: 1.0}]
+    _, keep = P.class_regions(batch, skip_difficult=False)
+    assert keep.tolist() == [True, True]
     assert P.EnergyPointingGame().score(batch) == [1.0]
     # segmentation-based regions ignore the difficult flags
     gt[0, 0, 3, 3] = True
     gt[0, 1, 19, 19] = True
     seg = make_batch(maps, [0, 0], [0, 1], gt, has_gt=[True], boxes=boxes)
-    assert P.PointingGame(tolerance=0).score(seg) == [{0: 1.0, 1: 0.0}]
+    assert P.PointingGame(tolerance=0.5).score(seg) == [{0: 1.0, 1: 0.0}]
 
 
 def test_aggregate_is_mean_of_per_class_accuracy():
@@ -478,7 +490,7 @@ def test_aggregate_is_mean_of_per_class_accuracy():
     # class 0: 3 hits / 4 -> 0.75; class 1: 0 / 1 -> 0 (NaN left out); mean 0.375.
     # Mean over pairs would be 3/5 = 0.6 and the default mean over images something else.
     assert P.PointingGame.aggregate(values) == pytest.approx(0.375)
-    pg = P.PointingGame(tolerance=0)
+    pg = P.PointingGame(tolerance=0.5)
     h = w = 6
     gt = torch.zeros(3, 2, h, w, dtype=torch.bool)
     gt[:, 0, 0, 0] = True
@@ -494,8 +506,8 @@ def test_aggregate_is_mean_of_per_class_accuracy():
 def test_pointing_options_are_validated():
     with pytest.raises(ValueError, match="tolerance"):
         P.PointingGame(tolerance=-1)
-    with pytest.raises(ValueError, match="use_boxes"):
-        P.PointingGame(use_boxes="yes")
+    with pytest.raises(TypeError, match="unknown option"):
+        P.PointingGame(use_boxes=True)  # the protocol fixes the region (VOC boxes, COCO masks)
     with pytest.raises(ValueError, match="use_boxes"):
         P.EnergyPointingGame(use_boxes=1)
     with pytest.raises(TypeError, match="unknown option"):

@@ -214,16 +214,26 @@ def test_metric_accumulates_over_batches(name):
     assert one.curves == {} and one.compute() != one.compute()  # NaN after reset
 
 
-def test_invalid_maps_give_nan():
+def test_only_non_finite_maps_give_nan_and_constant_maps_go_in_raster_order():
     model = tiny_cnn()
     images, labels, cm, pi, pc = _random_problem()
     cm = cm.clone()
-    cm[0] = 0.0  # empty map -> image 0 NaN
+    cm[0] = 0.0  # empty map: scored, raster order
     cm[2, 0, 0] = math.nan  # NaN -> image 1 NaN
-    cm[3] = 0.5  # constant: no order -> image 2 NaN
-    m = METRICS.get("deletion_auc")(steps=4)
-    vals = m.update(make_batch(model, images, labels, cm, pi, pc))
-    assert [math.isnan(v) for v in vals] == [True, True, True, False]
+    cm[3] = 0.5  # constant: scored, raster order
+    for name in ("deletion_auc", "insertion_auc"):
+        m = METRICS.get(name)(steps=4)
+        vals = m.update(make_batch(model, images, labels, cm, pi, pc))
+        assert [math.isnan(v) for v in vals] == [False, True, False, False]
+        # a constant map gives the curve of a map that decreases in raster order
+        h, w = cm.shape[-2:]
+        ramp = (1 - torch.arange(h * w, dtype=torch.float32) / (h * w)).view(h, w)
+        for p in (0, 3):
+            a = PM.deletion_insertion_curves(model, images[pi[p:p + 1]], cm[p:p + 1],
+                                             pc[p:p + 1], 4, m.mode, m.baseline)
+            b = PM.deletion_insertion_curves(model, images[pi[p:p + 1]], ramp[None],
+                                             pc[p:p + 1], 4, m.mode, m.baseline)
+            torch.testing.assert_close(a, b)
 
 
 def test_bad_input():
@@ -261,25 +271,56 @@ def test_saliency_vs_hand_computation(score):
         assert vals[b] == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
-def test_saliency_area_floor_and_nan():
+def test_saliency_area_floor_and_empty_mask():
     model = SumOfChannel0()
-    images = torch.ones(3, 3, 4, 4)
-    labels = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
-    merged = torch.zeros(3, 4, 4)
+    images = torch.ones(4, 3, 4, 4)
+    labels = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    merged = torch.zeros(4, 4, 4)
     merged[0, 0, 0] = 1.0  # area 1/16 > 0.05
     merged[1, 0, 0] = 0.5  # area 1/32 < 0.05 -> floor; GT sums to 1 under softmax -> log 1 = 0
-    merged[2] = 0.0  # empty
+    merged[2] = 0.0  # empty: scored, as the paper's constant-0 row
+    merged[3, 1, 1] = math.nan  # non-finite: undefined
     v = PM.saliency_metric(model, images, merged, labels)
     assert v[1].item() == pytest.approx(math.log(0.05), rel=1e-5)
     p0 = torch.softmax(torch.tensor([1.0, -1.0]), 0)[0].item()
     assert v[0].item() == pytest.approx(math.log(1 / 16) - math.log(p0), rel=1e-5)
-    assert math.isnan(v[2].item())
-    v = PM.saliency_metric(model, images, merged, labels, empty="score")
     assert v[2].item() == pytest.approx(math.log(0.05) - math.log(0.5), rel=1e-5)
+    assert math.isnan(v[3].item())
+
+
+def test_saliency_sums_over_objects_on_voc_and_over_classes_on_coco():
+    from attrbench.data.sample import Original
+
+    model = tiny_cnn()
+    images, labels, cm, pi, pc = _random_problem(seed=3)
+    b = images.shape[0]
+    # image 0: three objects of its first class and one of each other class; difficult counts
+    boxes = [[(c, 0.0, 0.0, 1.0, 1.0, False) for c in range(4) if labels[i, c] > 0]
+             for i in range(b)]
+    c0 = int(torch.nonzero(labels[0]).flatten()[0])
+    boxes[0] += [(c0, 2.0, 2.0, 3.0, 3.0, True), (c0, 4.0, 4.0, 5.0, 5.0, False)]
+    batch = make_batch(model, images, labels, cm, pi, pc)
+    batch.boxes = boxes
+    merged = batch.merged
+    with torch.no_grad():
+        probs = torch.softmax(model(merged[:, None] * images), 1).double()
+    area = merged.flatten(1).mean(1).double().clamp_min(0.05)
+    counts = labels.double().clone()
+    counts[0, c0] = 3
+    for kind, weights in (("voc", counts), ("coco", labels.double())):
+        batch.originals = [Original(16, 16, [], None, kind) for _ in range(b)]
+        got = METRICS.get("saliency")().update(batch)
+        want = torch.log(area) - torch.log((probs * weights).sum(1))
+        assert got == pytest.approx(want.tolist(), rel=1e-5)
+    # explicit choices, whatever the kind
+    assert PM.object_counts(batch, "objects")[0, c0] == 3
+    assert torch.equal(PM.object_counts(batch, "classes"), (labels > 0.5).double())
+    batch.originals = ()
+    assert torch.equal(PM.object_counts(batch), (labels > 0.5).double())  # kind unknown
 
 
 def test_metric_attributes():
     for name, hib in [("deletion_auc", False), ("insertion_auc", True), ("saliency", False)]:
         cls = METRICS.get(name)
-        assert cls.name == name and cls.higher_is_better is hib and cls.version == 1
+        assert cls.name == name and cls.higher_is_better is hib and cls.version == 2
         assert cls.definition and cls.needs <= {"gt", "model", "method", "boxes", "time"}

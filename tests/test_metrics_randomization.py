@@ -66,8 +66,13 @@ def test_average_ranks_and_spearman_vs_scipy():
     rho = R.spearman(a, b)
     for i in range(5):
         assert rho[i].item() == pytest.approx(spearmanr(a[i], b[i]).statistic, rel=1e-5)
+    # a constant row has no ranking: identical rows 1 (nothing changed), otherwise 0
     const = torch.ones(1, 10)
-    assert math.isnan(R.spearman(const, torch.rand(1, 10)).item())
+    assert R.spearman(const, torch.rand(1, 10)).item() == 0.0
+    assert R.spearman(torch.rand(1, 10), const).item() == 0.0
+    assert R.spearman(const, const.clone()).item() == 1.0
+    assert R.spearman(const, 2 * const).item() == 0.0
+    assert math.isnan(R.spearman(const, torch.full((1, 10), math.nan)).item())
     assert R.spearman(b[:1], b[:1]).item() == pytest.approx(1.0)
 
 
@@ -118,7 +123,7 @@ def test_gradient_method_below_one_and_model_untouched():
 
 def test_options_and_attributes():
     cls = METRICS.get("randomization_spearman")
-    assert cls.higher_is_better is False and cls.version == 1 and cls.needs == {"model", "method"}
+    assert cls.higher_is_better is False and cls.version == 2 and cls.needs == {"model", "method"}
     with pytest.raises(ValueError, match="num_layers"):
         cls(num_layers=0)
     with pytest.raises(TypeError, match="seed"):

@@ -65,14 +65,20 @@ def test_analytic_values():
     assert S.entropy(two).item() == pytest.approx(math.log(2))
 
 
-def test_invalid_maps_are_nan():
+def test_invalid_maps_are_nan_and_all_zero_maps_are_constant_maps():
     maps = torch.rand(4, 3, 3)
     maps[0] = 0.0
     maps[1, 0, 0] = math.nan
     maps[2, 1, 1] = -0.2
     for fn in (S.gini, S.entropy, S.area):
         v = fn(maps)
-        assert [math.isnan(x) for x in v.tolist()] == [True, True, True, False]
+        assert [math.isnan(x) for x in v.tolist()] == [False, True, True, False]
+    # an all-zero map scores like any constant map: no sparsity, maximal entropy, area 0
+    const = torch.full((1, 3, 3), 0.7)
+    assert S.gini(maps[:1]).item() == S.gini(const).item() == 0.0
+    assert S.entropy(maps[:1]).item() == pytest.approx(S.entropy(const).item())
+    assert S.entropy(maps[:1]).item() == pytest.approx(math.log(9))
+    assert S.area(maps[:1]).item() == 0.0
 
 
 def test_bad_input():
@@ -93,7 +99,7 @@ def test_metric_classes_use_merged_mask_and_accumulate():
     for name, fn, hib in [("gini", S.gini, True), ("area", S.area, False),
                           ("entropy", S.entropy, False)]:
         metric = METRICS.get(name)()
-        assert metric.higher_is_better is hib and metric.version == 1 and metric.definition
+        assert metric.higher_is_better is hib and metric.version == 2 and metric.definition
         vals = metric.update(batch)
         torch.testing.assert_close(torch.tensor(vals), fn(merged))
         vals2 = metric.update(batch)

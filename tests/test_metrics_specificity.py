@@ -138,10 +138,16 @@ def test_cache_shared_and_classes_option():
     off.update(batch)
     # one attribute call with (images having a class of C) x |C| rows, shared by both metrics
     assert batch.method.calls == 1 and batch.method.rows == 3 * 2
-    # image 1 has only class 2; off-diag of t=2 is p(2 | mask 0) with class 0 absent -> 1/3
-    assert off.compute() == pytest.approx(
-        (expected_prob(0, 2, [0, 1]) + (1 / 3) + (expected_prob(0, 2, [0, 2])
-                                              + expected_prob(2, 0, [0, 2])) / 2) / 3, rel=1e-5)
+    # image 1 has only class 2; off-diag of t=2 is p(2 | mask 0) with class 0 absent -> 1/3.
+    # Summary: the unweighted mean over classes of each class's mean over its images, i.e. the
+    # mean of the matrix's off-diagonal cells (not the mean over images)
+    class0 = (expected_prob(0, 2, [0, 1]) + expected_prob(0, 2, [0, 2])) / 2
+    class2 = ((1 / 3) + expected_prob(2, 0, [0, 2])) / 2
+    assert off.compute() == pytest.approx((class0 + class2) / 2, rel=1e-5)
+    assert off.compute() == pytest.approx(SP.specificity_summary(off.matrix())["offdiag"],
+                                          rel=1e-6)
+    assert diag.compute() == pytest.approx(SP.specificity_summary(diag.matrix())["diag"],
+                                           rel=1e-6)
     assert diag.matrix().shape == (2, 3)
     m = METRICS.get("class_specificity_diag")(max_classes=1)
     v = m.update(region_batch())

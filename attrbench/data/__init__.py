@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .sample import Batch, Sample, collate_samples
+from .sample import Batch, Original, Sample, collate_samples
 from .voc import DataError, VOCDataset
 
-__all__ = ["Batch", "DataError", "Sample", "VOCDataset", "collate_samples", "open_dataset"]
+__all__ = ["Batch", "DataError", "Original", "Sample", "VOCDataset", "collate_samples",
+           "open_dataset"]
 
 
 def detect_format(root: str | Path) -> str:
@@ -31,8 +32,14 @@ def detect_format(root: str | Path) -> str:
 
 def open_dataset(preset: Any, split: str, *, data_root: str | None = None,
                  segmentation: str = "auto", cache: bool = False, limit: int | None = None,
-                 fmt: str | None = None, image_size: int | None = None):
-    """The dataset of a preset's split (the synthetic one is generated on first use)."""
+                 fmt: str | None = None, image_size: int | None = None,
+                 classes: list[str] | None = None):
+    """The dataset of a preset's split (the synthetic one is generated on first use).
+
+    ``classes`` names the classes of a VOC-layout dataset in id order (instead of its
+    ``classes.txt`` or the 20 PASCAL VOC classes); COCO names its classes in its annotation
+    file, so ``classes`` is refused there.
+    """
     size = image_size or preset.image_size
     root = data_root or preset.data_root
     kind = fmt or preset.dataset
@@ -49,7 +56,10 @@ def open_dataset(preset: Any, split: str, *, data_root: str | None = None,
         kind = detect_format(root)
     if kind == "voc":
         return VOCDataset(root, split, size, segmentation=segmentation, cache=cache, limit=limit,
-                          mean=preset.mean, std=preset.std)
+                          mean=preset.mean, std=preset.std, classes=classes)
+    if classes is not None and kind == "coco":
+        raise DataError("--classes is for VOC-layout datasets; a COCO dataset names its classes "
+                        "in the 'categories' of its annotation file")
     if kind == "coco":
         from .coco import COCODataset
 

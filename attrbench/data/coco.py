@@ -7,7 +7,7 @@ Layout (``root`` is the folder that holds these)::
     train2014/<file_name>           file_name as given in the annotation file's "images" list
     val2014/<file_name>
 
-Splits (PAPER.md §4, "Data"):
+Splits:
     * ``"train"``: the custom training part of train2014 (about 90 % of its annotated images).
     * ``"val"``: the held-out part of train2014 (early stopping). The paper's split files were
       downloaded from a private link and their ratio is not known, so attrbench draws its own
@@ -60,7 +60,7 @@ import torch
 from PIL import Image
 
 from .base import DataError, ImageDataset, open_rgb
-from .sample import IMAGENET_MEAN, IMAGENET_STD, Sample
+from .sample import IMAGENET_MEAN, IMAGENET_STD, Original, Sample
 
 SPLITS = ("train", "val", "test", "test-seg")
 VAL_FRACTION = 0.1
@@ -338,7 +338,7 @@ class COCODataset(ImageDataset):
                 f"says {info.get('width')}x{info.get('height')}")
         anns = self._annotations(image_id)
         labels = torch.zeros(self.num_classes)
-        boxes = []
+        boxes, original_boxes = [], []
         sx, sy = self.image_size / w0, self.image_size / h0
         for a in anns:
             k = self.cat_index.get(a.get("category_id"))
@@ -352,9 +352,19 @@ class COCODataset(ImageDataset):
                                 f"{bb!r}; expected [x, y, width, height]")
             x, y, w, h = (float(v) for v in bb)
             boxes.append((k, x * sx, y * sy, (x + w) * sx - 1, (y + h) * sy - 1, False))
-        masks = None
-        if self.segmentation != "none":
+            original_boxes.append((k, *(int(np.floor(v)) for v in (x, y, x + w - 1, y + h - 1)),
+                                   False))
+        masks, original_masks = None, None
+        if self.segmentation != "none":  # "none" (training): no masks at any size
             native = self.class_masks_native(image_id)
+            original_masks = {}
             if native is not None:
                 masks = self._resize_masks(native)
-        return Sample(self.to_tensor(im), labels, masks, boxes, str(image_id))
+                # the pointing game's ground truth: the union of the class's instance masks at
+                # the original size, for every class with a segmented annotation (even if it
+                # rasterises to no pixel: TorchRay counts that as a miss)
+                for k in sorted({self.cat_index[a["category_id"]] for a in anns
+                                 if a.get("segmentation")}):
+                    original_masks[k] = torch.from_numpy(native[k].copy())
+        return Sample(self.to_tensor(im), labels, masks, boxes, str(image_id),
+                      original=Original(h0, w0, original_boxes, original_masks, "coco"))

@@ -1,4 +1,4 @@
-"""The sample and batch records that flow from datasets to the runner (DESIGN.md, "Sample")."""
+"""The sample and batch records that flow from datasets to the runner."""
 
 from __future__ import annotations
 
@@ -9,6 +9,30 @@ from torch import Tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Original:
+    """An image's annotations at its original (file) resolution, for the protocols that are
+    defined there: the pointing game measures its 15-px tolerance in original pixels.
+
+    Attributes:
+        height, width: the size of the image file.
+        boxes: (class_id, x0, y0, x1, y1, difficult) per annotated object, 0-based inclusive
+            integer pixel coordinates of the original image (VOC: the XML's 1-based values
+            minus 1; COCO: ``floor`` of ``x, y, x + w - 1, y + h - 1``).
+        masks: COCO: ``{class_id: (height, width) bool}``, the union of the class's instance
+            masks; None for VOC-layout datasets (their pointing-game region is the boxes) and
+            when masks are not loaded (``segmentation="none"``).
+        kind: ``"voc"`` or ``"coco"``: the annotation convention, which decides the pointing
+            game's ground truth (VOC: union of the class's boxes; COCO: instance masks).
+    """
+
+    height: int
+    width: int
+    boxes: list[tuple] = field(default_factory=list)
+    masks: dict[int, Tensor] | None = None
+    kind: str = "voc"
 
 
 @dataclass
@@ -25,6 +49,7 @@ class Sample:
             image or mask file, an unknown class, ...). Such a sample is a placeholder (zero
             image, no labels) made by :meth:`failed`; the runner records it as a failed row for
             every method and never scores it.
+        original: the annotations at the original resolution (:class:`Original`), or None.
     """
 
     image: Tensor
@@ -33,6 +58,7 @@ class Sample:
     boxes: list[tuple] = field(default_factory=list)
     image_id: str = ""
     error: str | None = None
+    original: Original | None = None
 
     @classmethod
     def failed(cls, image_id: str, num_classes: int, image_size: int, error: str) -> Sample:
@@ -50,7 +76,8 @@ class Batch:
     """A collated list of samples. ``masks`` is all-False where ``has_gt`` is False.
 
     ``errors`` holds each sample's :attr:`Sample.error` (None for a good sample); ``None`` for
-    the whole field means that every sample is good.
+    the whole field means that every sample is good. ``originals`` holds each sample's
+    :attr:`Sample.original` (None for the whole field: unknown).
     """
 
     images: Tensor
@@ -60,6 +87,16 @@ class Batch:
     boxes: list[list[tuple]]
     image_ids: list[str]
     errors: list[str | None] | None = None
+    originals: list[Original | None] | None = None
+
+    def select(self, idx: list[int]) -> Batch:
+        """The batch of the samples at positions ``idx`` (on the same devices)."""
+        t = torch.tensor(idx, dtype=torch.long)
+        return Batch(self.images[t.to(self.images.device)], self.labels[t.to(self.labels.device)],
+                     self.masks[t.to(self.masks.device)], self.has_gt[t.to(self.has_gt.device)],
+                     [self.boxes[i] for i in idx], [self.image_ids[i] for i in idx],
+                     None if self.errors is None else [self.errors[i] for i in idx],
+                     None if self.originals is None else [self.originals[i] for i in idx])
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -70,6 +107,7 @@ class Batch:
             self.boxes,
             self.image_ids,
             self.errors,
+            self.originals,
         )
 
     def __len__(self) -> int:
@@ -89,5 +127,7 @@ def collate_samples(samples: list[Sample]) -> Batch:
             masks[i] = s.masks
             has_gt[i] = True
     errors = [s.error for s in samples]
+    originals = [s.original for s in samples]
     return Batch(images, labels, masks, has_gt, [s.boxes for s in samples],
-                 [s.image_id for s in samples], errors if any(errors) else None)
+                 [s.image_id for s in samples], errors if any(errors) else None,
+                 originals if any(o is not None for o in originals) else None)

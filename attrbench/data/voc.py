@@ -9,10 +9,12 @@ are also accepted)::
     SegmentationObject/<id>.png     palette PNG: instance index, 255 void (not needed here)
     ImageSets/Main/<split>.txt      image ids of the split
     ImageSets/Segmentation/<split>.txt
-    classes.txt                     optional (attrbench extension): one class name per line;
-                                    without it the 20 PASCAL VOC classes are used
+    classes.txt                     optional (attrbench extension): one class name per line, in
+                                    the order of the class ids (line k = id k, mask index k+1);
+                                    without it (and without ``classes=``) the 20 PASCAL VOC
+                                    classes are used
 
-Protocol (PAPER.md §1, §4):
+Protocol:
     * Images are resized to ``image_size`` x ``image_size`` (squashed, no crop) with bilinear
       interpolation, then normalised with ``mean``/``std`` (ImageNet by default).
     * Image labels are **all** annotated objects, difficult ones included (flagged in ``boxes``).
@@ -36,7 +38,7 @@ import torch
 from PIL import Image
 
 from .base import DataError, ImageDataset, open_rgb
-from .sample import IMAGENET_MEAN, IMAGENET_STD, Sample
+from .sample import IMAGENET_MEAN, IMAGENET_STD, Original, Sample
 
 __all__ = ["VOC_CLASSES", "DataError", "VOCDataset", "find_voc_root", "parse_voc_xml"]
 
@@ -64,6 +66,17 @@ def find_voc_root(root: str | Path) -> Path:
         f"{root} is not a VOC-layout dataset: expected a JPEGImages/ folder in it (or in "
         f"VOC2007/ or VOCdevkit/VOC2007/ below it)"
     )
+
+
+def check_class_names(names: Sequence[str], where: str) -> tuple[str, ...]:
+    """``names`` as a tuple, refusing an empty list, blank names and duplicates."""
+    names = tuple(str(n).strip() for n in names)
+    if not names or any(not n for n in names):
+        raise DataError(f"{where}: expected a non-empty list of class names, got {list(names)}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"{where} lists a class twice: {dup}")
+    return names
 
 
 def read_class_names(root: Path) -> tuple[str, ...]:
@@ -110,6 +123,25 @@ def parse_voc_xml(path: Path, class_index: dict[str, int]) -> list[tuple]:
     return out
 
 
+def unknown_class_names(root: Path, ids: Sequence[str], class_index: dict[str, int]
+                        ) -> dict[str, str]:
+    """``{name: first annotation file using it}`` for object names of the split's annotation
+    files that are not in ``class_index`` (files that are missing or malformed are skipped:
+    they fail their own image later)."""
+    found: dict[str, str] = {}
+    for i in ids:
+        path = root / "Annotations" / f"{i}.xml"
+        try:
+            tree = ET.parse(path)
+        except (OSError, ET.ParseError):
+            continue
+        for el in tree.getroot().iter("name"):
+            name = (el.text or "").strip()
+            if name and name not in class_index and name not in found:
+                found[name] = path.name
+    return found
+
+
 def _safe_child(root: Path, sub: str, name: str, suffix: str) -> Path:
     """``root/sub/name+suffix``, refusing ids that would escape the data root."""
     if "/" in name or "\\" in name or name in ("", ".", "..") or "\x00" in name:
@@ -129,6 +161,10 @@ class VOCDataset(ImageDataset):
         void: ``"foreground"``, ``"background"`` or ``"ignore"`` (see the module docstring).
         limit: keep the first ``limit`` ids of the split.
         cache: keep decoded samples in memory (for small datasets used for training).
+        classes: the class names in id order; default ``classes.txt`` of the root, else the 20
+            PASCAL VOC classes. With the VOC default, an annotation that uses another name is
+            one :class:`DataError` when the dataset is opened (before any work), not a failure
+            per image.
     """
 
     def __init__(
@@ -143,6 +179,7 @@ class VOCDataset(ImageDataset):
         std: Sequence[float] = IMAGENET_STD,
         limit: int | None = None,
         cache: bool = False,
+        classes: Sequence[str] | None = None,
     ) -> None:
         if segmentation not in ("auto", "only", "none"):
             raise ValueError(f"segmentation must be 'auto', 'only' or 'none', got {segmentation!r}")
@@ -154,7 +191,10 @@ class VOCDataset(ImageDataset):
         self.segmentation = segmentation
         self.void = void
         self.void_radius = void_radius
-        self.classes = read_class_names(self.root)
+        if classes is not None:
+            self.classes = check_class_names(classes, "classes")
+        else:
+            self.classes = read_class_names(self.root)
         self.class_index = {c: i for i, c in enumerate(self.classes)}
         split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
         if not split_file.exists():
@@ -172,6 +212,15 @@ class VOCDataset(ImageDataset):
         if not ids:
             raise DataError(f"split '{split}' of {self.root} has no images")
         self.ids = ids
+        if classes is None and self.classes == VOC_CLASSES:
+            unknown = unknown_class_names(self.root, ids, self.class_index)
+            if unknown:
+                shown = ", ".join(f"'{n}' ({f})" for n, f in list(unknown.items())[:5])
+                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+                raise DataError(
+                    f"the annotations of {self.root} use class names that are not PASCAL VOC "
+                    f"classes: {shown}{more}; list your classes, one per line in id order, in "
+                    f"{self.root / 'classes.txt'} or pass --classes a,b,c")
 
     def load_image(self, image_id: str) -> Image.Image:
         return open_rgb(_safe_child(self.root, "JPEGImages", image_id, ".jpg"))
@@ -220,10 +269,17 @@ class VOCDataset(ImageDataset):
         objects = parse_voc_xml(_safe_child(self.root, "Annotations", image_id, ".xml"),
                                 self.class_index)
         labels = torch.zeros(self.num_classes)
-        boxes = []
+        boxes, original_boxes = [], []
         sx, sy = self.image_size / w0, self.image_size / h0
         for c, x0, y0, x1, y1, diff in objects:
             labels[c] = 1.0
             boxes.append((c, x0 * sx, y0 * sy, (x1 + 1) * sx - 1, (y1 + 1) * sy - 1, diff))
+            original_boxes.append((c, *(_floor(v) for v in (x0, y0, x1, y1)), diff))
         masks = self.load_masks(image_id, labels)
-        return Sample(self.to_tensor(im), labels, masks, boxes, image_id)
+        return Sample(self.to_tensor(im), labels, masks, boxes, image_id,
+                      original=Original(h0, w0, original_boxes, None, "voc"))
+
+
+def _floor(v: float) -> int | float:
+    """An integer pixel coordinate (non-finite values are kept; such boxes are ignored)."""
+    return int(np.floor(v)) if np.isfinite(v) else v
