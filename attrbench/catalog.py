@@ -95,7 +95,6 @@ EXPLAINER_ARCHS.register("unet_small", "attrbench.models.explainer_nets:SmallUNe
 EXPLAINER_ARCHS.register("unet_deep", "attrbench.models.explainer_nets:DeepHeadUNet",
                          summary="U-Net with class logits from its deep features (synthetic "
                                  "preset's Explainer)")
-EXPLAINER_ARCHS.register("unet_deep_unbounded", "attrbench.models.explainer_nets:unet_deep_unbounded")
 EXPLAINER_ARCHS.register("deeplabv3_resnet50", "attrbench.models.explainer_nets:deeplabv3_resnet50",
                          summary="the paper's Explainer (torchvision DeepLabv3-ResNet50)")
 

@@ -86,11 +86,14 @@ class SmallUNet(nn.Module):
 class DeepHeadUNet(SmallUNet):
     """:class:`SmallUNet` whose class logits come from its deepest features, as in DeepLabv3.
 
-    ``logits = upsample(deep_head(bottleneck)) + head(decoder)``: a 3x3 conv block and a 1x1
-    conv predict the K logit maps from the bottleneck (1/8 resolution at 4 levels), bilinearly
-    upsampled to the input size; the U-Net decoder's own 1x1 head adds a full-resolution
-    refinement and is initialised to zero, so training starts from the deep, class-aware maps
-    and only sharpens their borders.
+    ``logits = upsample(deep_head(bottleneck)) + b * tanh(head(decoder) / b)``: a 3x3 conv
+    block and a 1x1 conv predict the K logit maps from the bottleneck (1/8 resolution at 4
+    levels), bilinearly upsampled to the input size; the U-Net decoder's own 1x1 head adds a
+    full-resolution refinement, initialised to zero (training starts from the deep, class-aware
+    maps) and bounded to +-b logits (``refine_bound``, default 3): it can sharpen the borders of
+    a class's region but not move its peak onto another object. Unbounded, the refinement grew
+    class-agnostic over the epochs and pulled the maxima of the class maps off their objects
+    (docs/explainer.md has the measurements).
 
     Why: with logits taken from the 8-channel full-resolution decoder layer alone, whose skip
     connections carry objectness, the U-Net learned one "object here" map and copied it into
@@ -121,10 +124,6 @@ class DeepHeadUNet(SmallUNet):
         if self.refine_bound is not None:
             refine = self.refine_bound * torch.tanh(refine / self.refine_bound)
         return deep + refine
-
-
-def unet_deep_unbounded(num_classes: int) -> DeepHeadUNet:
-    return DeepHeadUNet(num_classes, refine_bound=None)
 
 
 class _DeepLabWrapper(nn.Module):
