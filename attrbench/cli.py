@@ -111,7 +111,9 @@ def _cmd_list(args) -> int:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a classifier or an Explainer (PyTorch Lightning)")
-    p.add_argument("what", choices=["classifier", "explainer"])
+    p.add_argument("what", choices=["classifier", "explainer", "encoder"],
+                   help="encoder: only the Explainer encoder's pretraining (written to "
+                        "OUT/pretrain/ and reused by 'train explainer --out OUT')")
     p.add_argument("--preset", default="synthetic")
     p.add_argument("--data-root")
     p.add_argument("--out", required=True, help="output folder (checkpoints, logs, weights)")
@@ -176,6 +178,12 @@ def _cmd_train(args) -> int:
               "imagenet_weights": args.imagenet_weights}
     if args.what == "classifier":
         summary = train_classifier(preset, args.out, **common)
+    elif args.what == "encoder":
+        from .training.train import train_encoder
+
+        summary = train_encoder(preset, args.out, classifier_checkpoint=args.classifier_checkpoint,
+                                data_root=args.data_root, limit=args.limit,
+                                progress=not args.no_progress, accelerator=args.accelerator)
     else:
         summary = train_explainer(preset, args.out, classifier_checkpoint=args.classifier_checkpoint,
                                   loss=args.loss.replace("-", "_"), **common)

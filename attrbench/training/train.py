@@ -243,6 +243,39 @@ def pretrain_encoder(net: nn.Module, preset: Preset, out: Path, data_root: str |
     return summary
 
 
+def _explainer_setup(preset: Preset, classifier_checkpoint: str | None, data_root: str | None,
+                     batch_size: int, limit: int | None, imagenet_weights: str | None):
+    """Seed, data loaders, the frozen classifier and a new Explainer network, in this order
+    (the order fixes the random stream, so training is reproducible run to run)."""
+    pl = _lightning()
+    pl.seed_everything(preset.explainer_train.seed, workers=True)
+    train, tl, vl = _loaders(preset, data_root, batch_size, limit)
+    ck_path = classifier_checkpoint or resolve_weights(preset.classifier_weights)
+    if ck_path is None:
+        raise ValueError(f"preset '{preset.name}' has no classifier checkpoint; pass "
+                         f"--classifier-checkpoint FILE")
+    classifier, _ = load_classifier(ck_path, None, train.num_classes)
+    net = build_explainer_net(preset.explainer_arch, train.num_classes, **(
+        {"backbone_weights": imagenet_weights} if preset.explainer_arch == "deeplabv3_resnet50"
+        else {}))
+    return train, tl, vl, classifier, net
+
+
+def train_encoder(preset: Preset, out: str | Path, *, classifier_checkpoint: str | None = None,
+                  data_root: str | None = None, limit: int | None = None,
+                  progress: bool = True, accelerator: str = "auto") -> dict[str, Any]:
+    """Only the encoder pretraining of the preset's Explainer recipe, into ``out/pretrain``,
+    where :func:`train_explainer` with the same ``out`` (or a copy of that folder) finds and
+    reuses it; the same random stream as the pretraining inside :func:`train_explainer`."""
+    if preset.explainer_recipe.pretrain_epochs <= 0:
+        raise ValueError(f"preset '{preset.name}' pretrains no encoder (pretrain_epochs=0); "
+                         f"pass --pretrain-epochs N")
+    *_, net = _explainer_setup(preset, classifier_checkpoint, data_root,
+                               preset.explainer_train.batch_size, limit, None)
+    return pretrain_encoder(net, preset, Path(out) / "pretrain", data_root, limit, progress,
+                            accelerator)
+
+
 class ExplainerModule(pl.LightningModule):
     """Trains an Explainer network against a frozen classifier kept in eval mode throughout.
 
@@ -326,20 +359,11 @@ def train_explainer(
     """Train an Explainer (``loss="explainer"``) or RT-Saliency (``loss="rt_saliency"``)."""
     if loss not in ("explainer", "rt_saliency"):
         raise ValueError(f"loss must be 'explainer' or 'rt_saliency', got {loss!r}")
-    pl = _lightning()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = preset.explainer_train
-    pl.seed_everything(s.seed, workers=True)
-    train, tl, vl = _loaders(preset, data_root, s.batch_size, limit)
-    ck_path = classifier_checkpoint or resolve_weights(preset.classifier_weights)
-    if ck_path is None:
-        raise ValueError(f"preset '{preset.name}' has no classifier checkpoint; pass "
-                         f"--classifier-checkpoint FILE")
-    classifier, cmeta = load_classifier(ck_path, None, train.num_classes)
-    net = build_explainer_net(preset.explainer_arch, train.num_classes, **(
-        {"backbone_weights": imagenet_weights} if preset.explainer_arch == "deeplabv3_resnet50"
-        else {}))
+    train, tl, vl, classifier, net = _explainer_setup(preset, classifier_checkpoint, data_root,
+                                                      s.batch_size, limit, imagenet_weights)
     recipe = preset.explainer_recipe
     pre: dict[str, Any] = {}
     if recipe.pretrain_epochs > 0:
