@@ -91,7 +91,10 @@ MODELS.register("resnet50", "attrbench.models.classifiers:PaperResNet50",
                 summary="ResNet-50, frozen ImageNet backbone, linear head (paper)")
 
 EXPLAINER_ARCHS.register("unet_small", "attrbench.models.explainer_nets:SmallUNet",
-                         summary="3-level U-Net for the synthetic preset")
+                         summary="4-level U-Net, logits from the full-resolution decoder")
+EXPLAINER_ARCHS.register("unet_deep", "attrbench.models.explainer_nets:DeepHeadUNet",
+                         summary="U-Net with class logits from its deep features (synthetic "
+                                 "preset's Explainer)")
 EXPLAINER_ARCHS.register("deeplabv3_resnet50", "attrbench.models.explainer_nets:deeplabv3_resnet50",
                          summary="the paper's Explainer (torchvision DeepLabv3-ResNet50)")
 

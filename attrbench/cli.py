@@ -111,7 +111,9 @@ def _cmd_list(args) -> int:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a classifier or an Explainer (PyTorch Lightning)")
-    p.add_argument("what", choices=["classifier", "explainer"])
+    p.add_argument("what", choices=["classifier", "explainer", "encoder"],
+                   help="encoder: only the Explainer encoder's pretraining (written to "
+                        "OUT/pretrain/ and reused by 'train explainer --out OUT')")
     p.add_argument("--preset", default="synthetic")
     p.add_argument("--data-root")
     p.add_argument("--out", required=True, help="output folder (checkpoints, logs, weights)")
@@ -126,14 +128,48 @@ def _add_train(sub) -> None:
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--resume", help="a Lightning checkpoint to resume from")
     p.add_argument("--imagenet-weights", help="ImageNet backbone weights file (paper presets)")
+    g = p.add_argument_group("Explainer recipe (defaults: the preset's; recorded in the "
+                             "checkpoint)")
+    g.add_argument("--arch", help="Explainer network, e.g. unet_deep, unet_small")
+    g.add_argument("--pretrain-epochs", type=int,
+                   help="epochs of encoder pretraining on the training labels (0: none)")
+    g.add_argument("--encoder-lr-scale", type=float,
+                   help="encoder learning rate as a fraction of the Explainer's (0: frozen)")
+    g.add_argument("--lr", type=float, help="peak learning rate of Explainer training")
+    g.add_argument("--nontarget-area-weight", type=float,
+                   help="weight of the mean area of the absent classes' masks")
     p.add_argument("--no-progress", action="store_true")
 
 
-def _cmd_train(args) -> int:
+def _train_preset(args):
+    """The preset with the command line's recipe overrides applied."""
+    from dataclasses import replace
+
     from .catalog import PRESETS
-    from .training.train import train_classifier, train_explainer
 
     preset = PRESETS.get(args.preset)
+    recipe = {k: v for k, v in (("pretrain_epochs", args.pretrain_epochs),
+                                ("encoder_lr_scale", args.encoder_lr_scale)) if v is not None}
+    if recipe.get("pretrain_epochs", 0) < 0 or recipe.get("encoder_lr_scale", 0) < 0:
+        raise ValueError("--pretrain-epochs and --encoder-lr-scale must be >= 0")
+    changes: dict[str, Any] = {"explainer_recipe": replace(preset.explainer_recipe, **recipe)}
+    if args.arch:
+        from .catalog import EXPLAINER_ARCHS
+
+        EXPLAINER_ARCHS.get(args.arch)  # unknown names fail here, with suggestions
+        changes["explainer_arch"] = args.arch
+    if args.lr is not None:
+        changes["explainer_train"] = replace(preset.explainer_train, lr=args.lr)
+    if args.nontarget_area_weight is not None:
+        changes["explainer_loss"] = replace(preset.explainer_loss,
+                                            nontarget_area=args.nontarget_area_weight)
+    return replace(preset, **changes)
+
+
+def _cmd_train(args) -> int:
+    from .training.train import train_classifier, train_explainer
+
+    preset = _train_preset(args)
     devices: Any = int(args.devices) if args.devices.isdigit() else args.devices
     common = {"data_root": args.data_root, "devices": devices, "strategy": args.strategy,
               "precision": args.precision, "max_epochs": args.max_epochs,
@@ -142,6 +178,12 @@ def _cmd_train(args) -> int:
               "imagenet_weights": args.imagenet_weights}
     if args.what == "classifier":
         summary = train_classifier(preset, args.out, **common)
+    elif args.what == "encoder":
+        from .training.train import train_encoder
+
+        summary = train_encoder(preset, args.out, classifier_checkpoint=args.classifier_checkpoint,
+                                data_root=args.data_root, limit=args.limit,
+                                progress=not args.no_progress, accelerator=args.accelerator)
     else:
         summary = train_explainer(preset, args.out, classifier_checkpoint=args.classifier_checkpoint,
                                   loss=args.loss.replace("-", "_"), **common)

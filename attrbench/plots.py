@@ -747,3 +747,43 @@ def make_figures(
         if f is not None:
             figs.append(f)
     return figs
+
+
+def plot_mask_areas(metrics_csv: str | Path, out_dir: Path,
+                    key: str = "mask_areas") -> FigureInfo | None:
+    """Mean mask area per epoch from an Explainer training log (Lightning ``metrics.csv``).
+
+    Draws, for the validation split (solid) and the training split (dashed), the mean area of
+    the present classes' merged mask (``target_area``) and of the absent classes' merged mask
+    (``nontarget_area``): a class-specific Explainer keeps the second far below the first.
+    Returns None when the log has no such column (e.g. an RT-Saliency log has only ``area``).
+    """
+    import pandas as pd
+
+    log = pd.read_csv(metrics_csv)
+    series = {}
+    for split, style in (("val", "-"), ("train", "--")):
+        for term, label in (("target_area", "present classes"),
+                            ("nontarget_area", "absent classes"), ("area", "mask")):
+            col = f"{split}_{term}"
+            if col in log:
+                per_epoch = log.dropna(subset=[col]).groupby("epoch")[col].mean()
+                if len(per_epoch):
+                    series[(split, label)] = (per_epoch, style)
+    if not series:
+        return None
+    fig = _new_figure(5.2, 3.4)
+    ax = fig.add_subplot()
+    colors = {"present classes": "tab:blue", "absent classes": "tab:red", "mask": "tab:green"}
+    for (split, label), (s, style) in series.items():
+        ax.plot(s.index + 1, s.values, style, marker="o", ms=3, color=colors[label],
+                label=f"{label} ({split})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean mask area (fraction of image)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    png, pdf = _save(fig, out_dir, key)
+    return FigureInfo(key, "Mask area per epoch",
+                      "Mean area of the merged masks of the present and the absent classes",
+                      png, pdf)

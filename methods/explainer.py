@@ -15,9 +15,11 @@ Real-Time Saliency (Dabkowski & Gal, NeurIPS 2017), as the paper adapted it: the
 same architecture trained with Dabkowski & Gal's loss (``attrbench train explainer --loss
 rt-saliency``); inference is identical.
 
-Deviations: the synthetic preset uses a small U-Net (``unet_small``) instead of DeepLabv3-
-ResNet50 so that it trains on a CPU; checkpoints record the classifier they were trained for
-(a fingerprint of its weights) and refuse to pair with another.
+Deviations: the synthetic preset uses a small U-Net whose class logits come from its deep
+features (``unet_deep``, on an encoder pretrained on the training labels and then frozen)
+instead of an ImageNet DeepLabv3-ResNet50, so that it trains on a CPU (docs/explainer.md);
+checkpoints record the classifier they were trained for (a fingerprint of its weights) and
+refuse to pair with another.
 """
 
 from __future__ import annotations

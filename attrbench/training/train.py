@@ -9,6 +9,7 @@ preset; ``--devices/--strategy/--precision`` go straight to the Lightning ``Trai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -71,7 +72,8 @@ def _optimizers(module, params, settings):
     opt = torch.optim.Adam(params, lr=settings.lr)
     if getattr(settings, "schedule", "constant") == "onecycle":
         total = int(module.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=total)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
     return opt
 
@@ -196,24 +198,118 @@ def evaluate_map(model: nn.Module, dataset, batch_size: int = 256) -> float:
     return mean_average_precision(torch.cat(scores), torch.cat(labels))
 
 
+class EncoderClassifier(nn.Module):
+    """An Explainer network's encoder + global average pool + linear layer: the multi-label
+    classifier used to pretrain the encoder (:class:`~attrbench.presets.ExplainerRecipe`)."""
+
+    def __init__(self, net: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.net = net
+        self.fc = nn.Linear(net.widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.net.encode(x)[-1].mean(dim=(2, 3)))
+
+
+def pretrain_encoder(net: nn.Module, preset: Preset, out: Path, data_root: str | None,
+                     limit: int | None, progress: bool, accelerator: str) -> dict[str, Any]:
+    """Pretrain ``net``'s encoder as a multi-label classifier of the training split's labels
+    (in place). Reuses ``out/encoder.pt`` when a previous run already wrote it."""
+    from ..presets import TrainSettings
+
+    r = preset.explainer_recipe
+    if not hasattr(net, "encode"):
+        raise ValueError(f"encoder pretraining needs a network with an encode() method; "
+                         f"'{preset.explainer_arch}' has none (set pretrain_epochs=0)")
+    out.mkdir(parents=True, exist_ok=True)
+    done = out / "encoder.pt"
+    wrapper = EncoderClassifier(net, net.num_classes)
+    if done.exists():
+        wrapper.load_state_dict(torch.load(done, map_location="cpu", weights_only=True))
+        return json.loads((out / "pretrain_summary.json").read_text())
+    s = TrainSettings(lr=r.pretrain_lr, batch_size=r.pretrain_batch_size,
+                      max_epochs=r.pretrain_epochs, patience=r.pretrain_epochs,
+                      seed=preset.explainer_train.seed, schedule="onecycle")
+    _, tl, vl = _loaders(preset, data_root, s.batch_size, limit)
+    module = ClassifierModule(wrapper, s, flip=preset.dataset == "synthetic")
+    trainer, seconds, _ = _fit(module, tl, vl, out, s, 1, "auto", "32-true", None, None,
+                               progress, accelerator, None)
+    val = open_dataset(preset, "val", data_root=data_root, segmentation="none",
+                       limit=None if limit is None else max(limit // 5, 8))
+    summary = {"pretrain_seconds": round(seconds, 1), "pretrain_epochs": trainer.current_epoch,
+               "pretrain_val_map": evaluate_map(wrapper.eval(), val)}
+    torch.save(wrapper.state_dict(), done)
+    (out / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _explainer_setup(preset: Preset, classifier_checkpoint: str | None, data_root: str | None,
+                     batch_size: int, limit: int | None, imagenet_weights: str | None):
+    """Seed, data loaders, the frozen classifier and a new Explainer network, in this order
+    (the order fixes the random stream, so training is reproducible run to run)."""
+    pl = _lightning()
+    pl.seed_everything(preset.explainer_train.seed, workers=True)
+    train, tl, vl = _loaders(preset, data_root, batch_size, limit)
+    ck_path = classifier_checkpoint or resolve_weights(preset.classifier_weights)
+    if ck_path is None:
+        raise ValueError(f"preset '{preset.name}' has no classifier checkpoint; pass "
+                         f"--classifier-checkpoint FILE")
+    classifier, _ = load_classifier(ck_path, None, train.num_classes)
+    net = build_explainer_net(preset.explainer_arch, train.num_classes, **(
+        {"backbone_weights": imagenet_weights} if preset.explainer_arch == "deeplabv3_resnet50"
+        else {}))
+    return train, tl, vl, classifier, net
+
+
+def train_encoder(preset: Preset, out: str | Path, *, classifier_checkpoint: str | None = None,
+                  data_root: str | None = None, limit: int | None = None,
+                  progress: bool = True, accelerator: str = "auto") -> dict[str, Any]:
+    """Only the encoder pretraining of the preset's Explainer recipe, into ``out/pretrain``,
+    where :func:`train_explainer` with the same ``out`` (or a copy of that folder) finds and
+    reuses it; the same random stream as the pretraining inside :func:`train_explainer`."""
+    if preset.explainer_recipe.pretrain_epochs <= 0:
+        raise ValueError(f"preset '{preset.name}' pretrains no encoder (pretrain_epochs=0); "
+                         f"pass --pretrain-epochs N")
+    *_, net = _explainer_setup(preset, classifier_checkpoint, data_root,
+                               preset.explainer_train.batch_size, limit, None)
+    return pretrain_encoder(net, preset, Path(out) / "pretrain", data_root, limit, progress,
+                            accelerator)
+
+
 class ExplainerModule(pl.LightningModule):
-    """Trains an Explainer network against a frozen classifier kept in eval mode throughout."""
+    """Trains an Explainer network against a frozen classifier kept in eval mode throughout.
+
+    ``encoder_lr_scale`` (:class:`~attrbench.presets.ExplainerRecipe`) scales the learning rate
+    of the network's encoder; 0 freezes it, batch-norm statistics included.
+    """
 
     def __init__(self, net: nn.Module, classifier: nn.Module, loss_weights, loss: str,
-                 settings) -> None:
+                 settings, encoder_lr_scale: float = 1.0) -> None:
         super().__init__()
         self.net = net
         self.classifier = classifier
         self.w = loss_weights
         self.loss = loss
         self.settings = settings
+        self.encoder_lr_scale = encoder_lr_scale
         for p in self.classifier.parameters():
             p.requires_grad_(False)
         self.classifier.eval()
+        if encoder_lr_scale == 0:
+            for p in self._encoder_params():
+                p.requires_grad_(False)
 
-    def train(self, mode: bool = True):  # the Explanandum stays frozen in eval mode
+    def _encoder_params(self) -> list[nn.Parameter]:
+        if self.encoder_lr_scale != 1.0 and not hasattr(self.net, "encoder_parameters"):
+            raise ValueError("encoder_lr_scale != 1 needs a network with encoder_parameters()")
+        return self.net.encoder_parameters() if self.encoder_lr_scale != 1.0 else []
+
+    def train(self, mode: bool = True):  # the Explanandum (and a frozen encoder) stay in eval
         super().train(mode)
         self.classifier.eval()
+        if self.encoder_lr_scale == 0:
+            for m in self.net.enc:
+                m.eval()
         return self
 
     def _step(self, batch, stage):
@@ -242,7 +338,15 @@ class ExplainerModule(pl.LightningModule):
         return self._step(batch, "val")
 
     def configure_optimizers(self):
-        return _optimizers(self, list(self.net.parameters()), self.settings)
+        enc = {id(p) for p in self._encoder_params()}
+        rest = [p for p in self.net.parameters() if id(p) not in enc]
+        if not enc:
+            return _optimizers(self, rest, self.settings)
+        groups = [{"params": rest}]
+        if self.encoder_lr_scale > 0:
+            groups.append({"params": self._encoder_params(),
+                           "lr": self.settings.lr * self.encoder_lr_scale})
+        return _optimizers(self, groups, self.settings)
 
 
 def train_explainer(
@@ -255,29 +359,32 @@ def train_explainer(
     """Train an Explainer (``loss="explainer"``) or RT-Saliency (``loss="rt_saliency"``)."""
     if loss not in ("explainer", "rt_saliency"):
         raise ValueError(f"loss must be 'explainer' or 'rt_saliency', got {loss!r}")
-    pl = _lightning()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = preset.explainer_train
-    pl.seed_everything(s.seed, workers=True)
-    train, tl, vl = _loaders(preset, data_root, s.batch_size, limit)
-    ck_path = classifier_checkpoint or resolve_weights(preset.classifier_weights)
-    if ck_path is None:
-        raise ValueError(f"preset '{preset.name}' has no classifier checkpoint; pass "
-                         f"--classifier-checkpoint FILE")
-    classifier, _ = load_classifier(ck_path, None, train.num_classes)
-    net = build_explainer_net(preset.explainer_arch, train.num_classes, **(
-        {"backbone_weights": imagenet_weights} if preset.explainer_arch == "deeplabv3_resnet50"
-        else {}))
-    module = ExplainerModule(net, classifier, preset.explainer_loss, loss, s)
+    train, tl, vl, classifier, net = _explainer_setup(preset, classifier_checkpoint, data_root,
+                                                      s.batch_size, limit, imagenet_weights)
+    recipe = preset.explainer_recipe
+    pre: dict[str, Any] = {}
+    if recipe.pretrain_epochs > 0:
+        pre = pretrain_encoder(net, preset, out / "pretrain", data_root, limit, progress,
+                               accelerator)
+    module = ExplainerModule(net, classifier, preset.explainer_loss, loss, s,
+                             encoder_lr_scale=recipe.encoder_lr_scale)
     trainer, seconds, ckpt = _fit(module, tl, vl, out, s, devices, strategy, precision,
                                   max_epochs, max_steps, progress, accelerator, resume)
     summary = {"train_seconds": round(seconds, 1), "epochs": trainer.current_epoch,
-               "best_val_loss": float(ckpt.best_model_score or float("nan")), "loss": loss}
+               "best_val_loss": float(ckpt.best_model_score or float("nan")), "loss": loss,
+               "recipe": dataclasses.asdict(recipe), **pre}
     if trainer.is_global_zero:
         name = "explainer.pt" if loss == "explainer" else "rt_saliency.pt"
         save_explainer(module.net.cpu(), out / name, preset.explainer_arch, train.num_classes,
                        fingerprint(classifier), loss, preset=preset.name,
                        **{k: v for k, v in summary.items() if k != "loss"})
         (out / f"train_summary_{loss}.json").write_text(json.dumps(summary, indent=2))
+        log = Path(trainer.logger.log_dir) / "metrics.csv"
+        if log.exists():
+            from ..plots import plot_mask_areas
+
+            plot_mask_areas(log, out / "figures", key=f"mask_areas_{loss}")
     return summary
