@@ -18,7 +18,7 @@ from attrbench.models import (
 )
 from attrbench.models.classifiers import SmallCNN
 from attrbench.models.explainer_nets import SmallUNet
-from attrbench.presets import SYNTHETIC
+from attrbench.presets import SYNTHETIC, ExplainerRecipe
 
 
 def test_one_forward_pass_per_batch_whatever_the_number_of_classes(synthetic_classifier,
@@ -83,8 +83,12 @@ class _TrainStart(Callback):
 
 #: one optimisation step per epoch (16 images, batch 16) and a constant learning rate, so that
 #: a run resumed after epoch 2 must end where an uninterrupted run ends
-TRAIN_PRESET = dataclasses.replace(SYNTHETIC, explainer_train=dataclasses.replace(
-    SYNTHETIC.explainer_train, batch_size=16, schedule="constant"))
+# Lightning resume is tested without the recipe's encoder pretraining (a separate fit, tested
+# below), so that every fit the probe sees is an Explainer fit.
+TRAIN_PRESET = dataclasses.replace(
+    SYNTHETIC, explainer_train=dataclasses.replace(SYNTHETIC.explainer_train, batch_size=16,
+                                                   schedule="constant"),
+    explainer_recipe=ExplainerRecipe())
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +194,31 @@ def test_direct_optimisation_lowers_the_loss():
         loss.backward()
         opt.step()
     assert float(loss) < first
+
+
+def test_recipe_pretrains_the_encoder_once_freezes_it_and_records_itself(tmp_path,
+                                                                       tiny_synthetic_root):
+    """The synthetic recipe: encoder pretraining (``train encoder`` and the pretraining inside
+    ``train explainer`` give the same encoder), a frozen encoder during Explainer training (its
+    weights and batch-norm statistics unchanged), the recipe in the checkpoint's metadata."""
+    from attrbench.training.train import train_encoder, train_explainer
+
+    recipe = dataclasses.replace(SYNTHETIC.explainer_recipe, pretrain_epochs=1)
+    preset = dataclasses.replace(TRAIN_PRESET, explainer_recipe=recipe)
+    common = {"data_root": str(tiny_synthetic_root), "limit": 16, "progress": False}
+    alone = train_encoder(preset, tmp_path / "enc", **common)
+    inside = train_explainer(preset, tmp_path / "expl", max_epochs=1, **common)
+    enc_alone = torch.load(tmp_path / "enc" / "pretrain" / "encoder.pt", weights_only=True)
+    enc_inside = torch.load(tmp_path / "expl" / "pretrain" / "encoder.pt", weights_only=True)
+    assert enc_alone.keys() == enc_inside.keys()
+    for k in enc_alone:
+        assert torch.equal(enc_alone[k], enc_inside[k]), k
+    assert alone["pretrain_epochs"] == inside["pretrain_epochs"] == 1
+    net, meta = load_explainer(tmp_path / "expl" / "explainer.pt")
+    assert meta["arch"] == "unet_deep"
+    assert meta["meta"]["recipe"] == dataclasses.asdict(recipe)
+    trained_sd = net.state_dict()
+    for k, v in enc_inside.items():  # the wrapper's keys: net.enc.* (encoder), fc.* (its head)
+        if k.startswith("net.enc."):
+            assert torch.equal(trained_sd[k[len("net."):]], v), k
+    assert (tmp_path / "expl" / "figures" / "mask_areas_explainer.png").stat().st_size > 0
