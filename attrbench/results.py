@@ -280,10 +280,33 @@ def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0,
     x = torch.tensor(vals, dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, len(vals), (n_boot, len(vals)), generator=g)
-    means = x[idx].mean(1)
-    lo = float(torch.quantile(means, (1 - level) / 2))
-    hi = float(torch.quantile(means, 1 - (1 - level) / 2))
-    return lo, hi
+    return _percentiles(x[idx].mean(1), level)
+
+
+def _percentiles(stats, level: float) -> tuple[float, float]:
+    import torch
+
+    stats = stats[torch.isfinite(stats)]
+    if stats.numel() < 2:
+        return (math.nan, math.nan)
+    return (float(torch.quantile(stats, (1 - level) / 2)),
+            float(torch.quantile(stats, 1 - (1 - level) / 2)))
+
+
+def bootstrap_ci_of(aggregate, values: list[Any], n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of a metric's own summary statistic: images are resampled and
+    ``aggregate`` (e.g. the pointing game's mean of per-class accuracies, the median time) is
+    recomputed on each resample, so the interval is about the value the table shows."""
+    import torch
+
+    if sum(1 for v in values if v is not None) < 2:
+        return (math.nan, math.nan)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(values), (n_boot, len(values)), generator=g).tolist()
+    stats = torch.tensor([aggregate([values[i] for i in row]) for row in idx],
+                         dtype=torch.float64)
+    return _percentiles(stats, level)
 
 
 def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
@@ -301,6 +324,7 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     :func:`attrbench.tables.paired_comparisons` (``test``: ``"bootstrap"`` or ``"wilcoxon"``).
     """
     from .catalog import METRICS
+    from .interfaces import Metric
     from .tables import SANITY_METHODS, paired_comparisons
 
     per: dict[str, dict[str, list]] = {m: {k: [] for k in metrics} for m in methods}
@@ -343,7 +367,10 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
             img_vals = [cls.image_value(v) for v in vals]
             per_image[m][k] = {i: v for i, v in zip(ids[m], img_vals) if math.isfinite(v)}
             finite = [v for v in img_vals if math.isfinite(v)]
-            lo, hi = bootstrap_ci(finite)
+            if cls.aggregate.__func__ is Metric.aggregate.__func__ and not cls.per_class:
+                lo, hi = bootstrap_ci(finite)  # the summary is the mean of the image values
+            else:
+                lo, hi = bootstrap_ci_of(cls.aggregate, vals)
             n_na, why = n_a[m].get(k, (0, ""))
             res[k] = {"value": value, "ci_low": lo, "ci_high": hi, "n": len(finite),
                       "n_undefined": len(vals) - len(finite) - n_na}

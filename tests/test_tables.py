@@ -234,3 +234,21 @@ def test_latex_escapes_names():
     s = _fake_summary({"my_method&co": {"a_b%": 0.5}}, {"a_b%": True})
     tex = render_latex(s)
     assert "my\\_method\\&co" in tex and "a\\_b\\% $\\uparrow$" in tex
+
+
+def test_bootstrap_ci_is_about_the_metric_own_summary_value():
+    """Per-class metrics (the pointing game's mean of per-class accuracies) and the median
+    time: the interval is the bootstrap of that statistic, so it brackets the value shown; the
+    mean of the per-image values would not (here 0.9 against a per-class mean of 0.5)."""
+    from attrbench.catalog import METRICS
+    from attrbench.results import bootstrap_ci, bootstrap_ci_of
+
+    pg = METRICS.get("pointing_game")
+    # class 0: 90 images, all hits; class 1: 10 images, all misses
+    values = [{0: 1.0}] * 90 + [{1: 0.0}] * 10
+    value = pg.aggregate(values)
+    assert value == 0.5
+    lo, hi = bootstrap_ci_of(pg.aggregate, values)
+    assert lo <= value <= hi
+    img_lo, img_hi = bootstrap_ci([pg.image_value(v) for v in values])
+    assert not img_lo <= value <= img_hi  # the old interval missed the value
