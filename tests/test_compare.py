@@ -91,7 +91,7 @@ def test_baseline_format_records_source_config_and_tolerances(baseline):
     assert cfg["run"]["classifier"]["fingerprint"]
     assert cfg["methods"]["center"] == {"class": "attrbench.methods.sanity.Center",
                                         "options": {"sigma": 0.25}}
-    assert cfg["metrics"]["pointing_game"]["version"] == 1
+    assert cfg["metrics"]["pointing_game"]["version"] == 2
     assert cfg["metrics"]["pointing_game"]["options"]["tolerance"] == pytest.approx(15 * 64 / 224)
 
 
@@ -186,7 +186,7 @@ def test_c_changed_metric_option_fails(baseline, run, capsys):
     rc, out = _gate(baseline, run, capsys)
     assert rc == 1
     assert "metrics.pointing_game.options.tolerance: 4.285714285714286 -> 15.0" in out
-    assert 'metrics.pointing_game.options.use_boxes: "auto" -> true' in out
+    assert "metrics.pointing_game.options.use_boxes" in out  # an option the baseline lacks
 
 
 def test_c_changed_metric_version_fails(baseline, capsys):
