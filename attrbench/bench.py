@@ -4,7 +4,7 @@ Everything is measured in one process, on the same machine and the same inputs (
 preset's test images and its shipped classifier), so that the *ratios* carry over between
 machines; absolute times are printed only as context. Results go to ``<out>/bench.json``.
 
-Measurements (issue 8, item 1):
+Measurements:
 
 * **Per method** (every registered method with the synthetic preset's cheap options): ms per
   image, classifier rows (forward + backward) per image (:class:`~attrbench.metrics.cost.

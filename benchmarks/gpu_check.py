@@ -1,4 +1,4 @@
-"""GPU smoke check and throughput at the paper's settings (issues 6 and 8). Not a test.
+"""GPU smoke check and throughput at the paper's settings. Not a test.
 
 Run on a CUDA machine:  python benchmarks/gpu_check.py [--out DIR] [--quick]
 
