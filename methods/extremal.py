@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attrbench.interfaces import AttributionMethod, model_state_guard
+from attrbench.interfaces import AttributionMethod, minmax_rescale, model_state_guard
 
 __all__ = [
     "EPResult",
@@ -416,7 +416,7 @@ class ExtremalPerturbations(AttributionMethod):
                 rewards = self._reward(logits, tgt).view(b, a)
                 sel = select_area(preserved, original)
                 chosen = masks[torch.arange(b, device=dev), sel]
-                sal = _minmax(chosen)
+                sal = minmax_rescale(chosen)
         return EPResult(masks=masks, preserved_logits=preserved, original_logits=original,
                         selected=sel, saliency=sal, rewards=rewards)
 
@@ -424,11 +424,3 @@ class ExtremalPerturbations(AttributionMethod):
         # the selected masks before the rescale (applied by ``attribute``/the merge; see merge)
         res = self._optimise(images, targets)
         return res.masks[torch.arange(images.shape[0], device=images.device), res.selected]
-
-
-def _minmax(maps: Tensor) -> Tensor:
-    flat = maps.flatten(1)
-    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
-    rng = hi - lo
-    out = torch.where(rng > 0, (flat - lo) / rng.clamp_min(1e-12), torch.zeros_like(flat))
-    return out.view_as(maps)
