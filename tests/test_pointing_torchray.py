@@ -140,10 +140,9 @@ def _voc_case(seed: int, n_images: int):
     return [name for name, _ in chosen], labels, originals, pairs, maps
 
 
-@pytest.mark.parametrize("difficult", [False, True])
-def test_voc_hits_match_torchray(difficult):
-    ids, labels, originals, pairs, maps = _voc_case(0, 200)
-    dataset = trds.VOCDetection.__new__(trds.VOCDetection)  # only its type is consulted
+def _ours_and_torchray(dataset, ids, labels, originals, pairs, maps, num_classes, difficult):
+    """Our metric's per-image values and TorchRay's per-pair verdicts (1 hit, -1 miss, 0
+    skipped) on the same maps, with TorchRay's benchmark object (for its accuracies)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         game = trpg.PointingGameBenchmark(dataset, tolerance=15, difficult=difficult)
@@ -152,11 +151,20 @@ def test_voc_hits_match_torchray(difficult):
             w, h = originals[b].width, originals[b].height
             expect.append(game.evaluate(labels[b], c, _torchray_point(maps[p], w, h)))
     metric = P.PointingGameDifficult() if difficult else P.PointingGame()
-    got = metric.score(_batch(maps, pairs, originals, ids, 20))
+    got = metric.score(_batch(maps, pairs, originals, ids, num_classes))
     for p, (b, c) in enumerate(pairs):
         mine = got[b].get(c)
         want = {1: 1.0, -1: 0.0, 0: None}[expect[p]]
         assert mine == want, (p, ids[b], c, mine, expect[p])
+    return got, expect, game, metric
+
+
+@pytest.mark.parametrize("difficult", [False, True])
+def test_voc_hits_match_torchray(difficult):
+    ids, labels, originals, pairs, maps = _voc_case(0, 200)
+    dataset = trds.VOCDetection.__new__(trds.VOCDetection)  # only its type is consulted
+    got, expect, game, metric = _ours_and_torchray(dataset, ids, labels, originals, pairs, maps,
+                                                   20, difficult)
     # hits, misses and skipped pairs are all exercised
     counts = {v: sum(e == v for e in expect) for v in (1, -1, 0)}
     print("VOC", "difficult" if difficult else "all", len(pairs), "pairs", counts)
@@ -229,19 +237,8 @@ def test_coco_hits_match_torchray(difficult):
     coco, ids, labels, originals, pairs, maps = _coco_case(1, 120)
     dataset = trds.CocoDetection.__new__(trds.CocoDetection)
     dataset.coco = coco
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        game = trpg.PointingGameBenchmark(dataset, tolerance=15, difficult=difficult)
-        expect = []
-        for p, (b, c) in enumerate(pairs):
-            w, h = originals[b].width, originals[b].height
-            expect.append(game.evaluate(labels[b], c, _torchray_point(maps[p], w, h)))
-    metric = P.PointingGameDifficult() if difficult else P.PointingGame()
-    got = metric.score(_batch(maps, pairs, originals, ids, 80))
-    for p, (b, c) in enumerate(pairs):
-        mine = got[b].get(c)
-        want = {1: 1.0, -1: 0.0, 0: None}[expect[p]]
-        assert mine == want, (p, ids[b], c, mine, expect[p])
+    got, expect, game, metric = _ours_and_torchray(dataset, ids, labels, originals, pairs, maps,
+                                                   80, difficult)
     counts = {v: sum(e == v for e in expect) for v in (1, -1, 0)}
     print("COCO", "difficult" if difficult else "all", len(pairs), "pairs", counts)
     assert counts[1] >= 15 and counts[-1] >= 15 and (counts[0] >= 15 or not difficult), counts
