@@ -152,14 +152,33 @@ def _read_proc_status_kb(field: str) -> float:
     raise OSError(f"{field} not in /proc/self/status")
 
 
+_RSS_PEAK_RESETTABLE: bool | None = None
+
+
 def _can_reset_rss_peak() -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
+    """Whether this kernel's RSS high-water mark can be reset *and* then sees a new block.
+
+    Probed once per process: reset (``clear_refs`` = 5), map and touch 32 MiB, unmap it, and
+    check that ``VmHWM`` rose by at least 24 MiB. Some kernels and sandboxes accept the reset
+    but do not track the peak across an unmap; they would report 0 for every block.
+    """
+    global _RSS_PEAK_RESETTABLE
+    if _RSS_PEAK_RESETTABLE is None:
+        _RSS_PEAK_RESETTABLE = sys.platform.startswith("linux") and _probe_rss_peak_reset()
+    return _RSS_PEAK_RESETTABLE
+
+
+def _probe_rss_peak_reset(size: int = 32 * 2**20) -> bool:
+    import mmap
+
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        _read_proc_status_kb("VmHWM")
-        return True
+        start = _read_proc_status_kb("VmRSS")
+        block = mmap.mmap(-1, size)
+        block.write(b"\x01" * size)  # touch every page
+        block.close()
+        return _read_proc_status_kb("VmHWM") - start >= 0.75 * size / 1024
     except OSError:
         return False
 
