@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attrbench.interfaces import AttributionMethod
-from attrbench.methods.cam import layer_name, minmax_normalize, resolve_layer
+from attrbench.methods.cam import layer_name, resolve_layer
+from attrbench.ops import minmax_rescale
 
 __all__ = ["REDUCTIONS", "captum_method", "gradcam_lib_method", "reduce_channels"]
 
@@ -106,7 +107,7 @@ def _to_map(attr: Tensor, images: Tensor, reduction: str, normalize: bool) -> Te
     m = reduce_channels(attr.float(), reduction)
     if m.shape[-2:] != (h, w):
         m = F.interpolate(m[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-    return minmax_normalize(m) if normalize else m
+    return minmax_rescale(m) if normalize else m
 
 
 def _check_common(layer: Any, reduction: Any, normalize: Any) -> None:
@@ -339,7 +340,7 @@ class _GradCamLibMethod(AttributionMethod):
                 f"{self.name} returned shape {tuple(maps.shape)}, expected "
                 f"{(b, *images.shape[-2:])}"
             )
-        return minmax_normalize(maps) if self.normalize else maps
+        return minmax_rescale(maps) if self.normalize else maps
 
 
 _GRADCAM_CACHE: dict[str, type[AttributionMethod]] = {}

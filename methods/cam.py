@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attrbench.interfaces import AttributionMethod
+from attrbench.ops import minmax_rescale
 
 __all__ = ["GradCAM", "GradCAMPlusPlus", "layer_name", "resolve_layer"]
 
@@ -139,15 +140,6 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str | None = None) -> nn.
 
 
 # ------------------------------------------------------------------------------ helpers
-def minmax_normalize(maps: Tensor) -> Tensor:
-    """Per-map min-max scaling of (..., H, W) maps to [0, 1]; a constant map becomes all 0."""
-    flat = maps.flatten(-2)
-    lo = flat.amin(dim=-1, keepdim=True)
-    rng = flat.amax(dim=-1, keepdim=True) - lo
-    out = torch.where(rng > 0, (flat - lo) / torch.where(rng > 0, rng, torch.ones_like(rng)), 0.0)
-    return out.view_as(maps)
-
-
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {value!r}")
@@ -270,7 +262,7 @@ class _CAMBase(AttributionMethod):
         kw = {"align_corners": False} if self.interpolation in ("bilinear", "bicubic") else {}
         cam = F.interpolate(cam[:, None], size=size, mode=self.interpolation, **kw)[:, 0]
         if self.normalize:
-            cam = minmax_normalize(cam)
+            cam = minmax_rescale(cam)
         return cam
 
     def _attribute(

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from attrbench.interfaces import AttributionMethod
-from attrbench.methods.cam import minmax_normalize
+from attrbench.ops import minmax_rescale
 
 __all__ = ["GuidedBackprop", "guided_relus"]
 
@@ -109,7 +109,7 @@ class GuidedBackprop(AttributionMethod):
 
     def rescale(self, maps: Tensor) -> Tensor:
         """Per-map min-max to [0, 1] with ``normalize=True``; the raw maps otherwise."""
-        return minmax_normalize(maps) if self.normalize else maps
+        return minmax_rescale(maps) if self.normalize else maps
 
     def _forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         x = images.detach().clone().requires_grad_(True)

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attrbench.interfaces import AttributionMethod
+from attrbench.ops import gaussian_blur, minmax_rescale
 
-from .extremal import frozen_parameters, gaussian_blur
-from .rise import minmax_per_map
+from .extremal import frozen_parameters
 
 __all__ = ["IGOSPP"]
 
@@ -105,6 +105,8 @@ class IGOSPP(AttributionMethod):
     """
 
     name = "igos_pp"
+    #: the paper's class-specificity evaluation leaves it out (a mask per class is too costly)
+    class_specificity = False
     needs_gradients = True
     stochastic = True
 
@@ -270,7 +272,7 @@ class IGOSPP(AttributionMethod):
                     alphas = self._line_search(md, mi, gd, gi, total_loss)
                     md = (md - alphas * gd).clamp(0, 1)
                     mi = (mi - alphas * gi).clamp(0, 1)
-        sal = minmax_per_map(1 - up(md * mi)[:, 0])
+        sal = minmax_rescale(1 - up(md * mi)[:, 0])
         return sal
 
     def _btv(self, img: Tensor, m: Tensor, up: Callable[[Tensor], Tensor]) -> Tensor:

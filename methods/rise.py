@@ -18,21 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attrbench.interfaces import AttributionMethod
+from attrbench.ops import minmax_rescale
 
-__all__ = ["RISE", "generate_rise_masks", "minmax_per_map"]
+__all__ = ["RISE", "generate_rise_masks"]
 
 _SCORES = ("sigmoid", "softmax")
-
-
-def minmax_per_map(maps: Tensor) -> Tensor:
-    """Min-max rescale each (H, W) map of a (..., H, W) tensor to [0, 1]; a flat map gives 0."""
-    flat = maps.flatten(-2)
-    lo = flat.amin(dim=-1, keepdim=True)
-    hi = flat.amax(dim=-1, keepdim=True)
-    rng = hi - lo
-    out = torch.where(rng > 0, (flat - lo) / rng.clamp_min(torch.finfo(flat.dtype).tiny),
-                      torch.zeros_like(flat))
-    return out.view_as(maps)
 
 
 def generate_rise_masks(
@@ -196,7 +186,7 @@ class RISE(AttributionMethod):
             sal.addmm_(scores.transpose(1, 2).reshape(b * n_cls, n), m.reshape(n, h * w))
         assert sal is not None and n_cls is not None
         sal = sal.view(b, n_cls, h, w) / (self.num_masks * self.p)
-        return minmax_per_map(sal) if self.normalize else sal
+        return minmax_rescale(sal) if self.normalize else sal
 
     def _attribute(self, images: Tensor, targets: Tensor, *, gt_masks, seeds) -> Tensor:
         return self._saliency(images, targets)[:, 0]

@@ -10,8 +10,9 @@ from optional import require_module
 from torch import nn
 
 import attrbench
-from attrbench.methods.cam import GradCAM, GradCAMPlusPlus, minmax_normalize, resolve_layer
+from attrbench.methods.cam import GradCAM, GradCAMPlusPlus, resolve_layer
 from attrbench.models.classifiers import SmallCNN
+from attrbench.ops import minmax_rescale as minmax_normalize
 
 
 # ------------------------------------------------------------------------------ models

@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 import attrbench
-from attrbench.methods.extremal import ExtremalPerturbations, gaussian_blur, select_area
+from attrbench.methods.extremal import ExtremalPerturbations, select_area
 from attrbench.methods.igos import IGOSPP
 from attrbench.methods.rise import RISE, generate_rise_masks
 from attrbench.models.classifiers import SmallCNN
+from attrbench.ops import gaussian_blur
 
 torch.set_num_threads(1)
 S = 32

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops import gaussian_blur
+
 
 def masked_class_max(seg: Tensor, labels: Tensor, present: bool) -> Tensor:
     """Pixel-wise max of the logit maps of the present (or absent) classes.
@@ -112,21 +114,6 @@ def explainer_loss(
     return terms
 
 
-def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur with reflect padding (kernel radius 3 sigma, capped by the size)."""
-    h, w = images.shape[-2:]
-    r = max(1, min(math.ceil(3 * sigma), min(h, w) - 1))
-    x = torch.arange(-r, r + 1, device=images.device, dtype=images.dtype)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = images.shape[1]
-    out = F.conv2d(F.pad(images, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1),
-                   groups=c)
-    out = F.conv2d(F.pad(out, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1),
-                   groups=c)
-    return out
-
-
 def rt_saliency_loss(
     seg: Tensor,
     images: Tensor,
@@ -171,7 +158,9 @@ def rt_saliency_alternative(images: Tensor, generator: torch.Generator | None = 
     224 px, scaled with the image size) or a random colour plus noise (normalised space)."""
     choice = torch.rand((), generator=generator).item()
     if choice < 0.5:
-        return gaussian_blur(images, blur_sigma * images.shape[-1] / 224)
+        sigma = blur_sigma * images.shape[-1] / 224
+        h, w = images.shape[-2:]
+        return gaussian_blur(images, sigma, radius=max(1, min(math.ceil(3 * sigma), min(h, w) - 1)))
     b, c = images.shape[:2]
     colour = torch.randn(b, c, 1, 1, generator=generator).to(images)
     noise = 0.2 * torch.randn(images.shape, generator=generator).to(images)
