@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from .ops import minmax_rescale
+
 __all__ = [
     "AttributionMethod",
     "EvalBatch",
     "Metric",
+    "SideOutputs",
     "Tolerance",
     "infer_num_classes",
     "minmax_rescale",
@@ -90,15 +93,6 @@ def model_state_guard(model: nn.Module) -> Iterator[None]:
                     del d[k]
 
 
-def minmax_rescale(maps: Tensor) -> Tensor:
-    """Min-max rescale each map of (N, ...) ``maps`` to [0, 1]; a constant map becomes all 0."""
-    flat = maps.flatten(1)
-    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
-    rng = hi - lo
-    out = torch.where(rng > 0, (flat - lo) / rng.clamp_min(1e-12), torch.zeros_like(flat))
-    return out.view_as(maps)
-
-
 # ---------------------------------------------------------------------------------- methods
 class AttributionMethod:
     """Base class of every attribution method.
@@ -115,7 +109,9 @@ class AttributionMethod:
     Class attributes describe what the method needs:
         ``black_box`` (only forward passes of the classifier), ``needs_gradients``,
         ``needs_checkpoint`` (a trained network of its own), ``needs_ground_truth`` (the
-        ``ideal`` sanity row), ``stochastic`` (draws random numbers; then seeded).
+        ``ideal`` sanity row), ``stochastic`` (draws random numbers; then seeded); and what the
+        rest of the code needs to know about it: ``sanity`` (a reference row, not a method
+        under test), ``class_specificity`` (covered by the class-specificity protocol).
 
     ``merge`` says how the runner turns an image's class maps into the one merged map of the
     image-level metrics, following each method's reference code:
@@ -145,6 +141,13 @@ class AttributionMethod:
     merge: ClassVar[str] = "rescale_then_max"
     #: How the method depends on the classifier: one of :data:`CLASSIFIER_USES`.
     classifier_use: ClassVar[str] = "inference"
+    #: A sanity reference (constant, random, centre, ideal maps), not a method under test:
+    #: tables never call it the best method of a column unless only such rows are present.
+    sanity: ClassVar[bool] = False
+    #: Whether the class-specificity protocol covers the method. False for methods whose
+    #: per-class optimisation makes a mask for every class of every image prohibitively
+    #: expensive (the paper leaves out Extremal Perturbations and iGOS++).
+    class_specificity: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, **options: Any) -> None:
         if not isinstance(model, nn.Module):
@@ -307,6 +310,7 @@ class AttributionMethod:
             "stochastic": self.stochastic,
             "merge": self.merge,
             "classifier_use": self.classifier_use,
+            "sanity": self.sanity,
             "options": {k: _jsonable(v) for k, v in self.options.items()},
         }
 
@@ -356,7 +360,11 @@ class EvalBatch:
         image_ids: stable sample ids.
         seeds: (B,) per-image seeds.
         time_ms: (B,) milliseconds the method spent per image in this batch (NaN if unknown).
-        extras: free-form per-batch values from the runner (e.g. model call counts).
+        extras: the runner's per-batch measurements of the method call: ``model_calls`` (B,),
+            ``peak_mem_mb``, ``forward_rows``, ``backward_rows``.
+        memo: a fresh dict per batch for computations that several metrics share (the two
+            class-specificity metrics compute one matrix); keys name the computing function
+            and its options.
     """
 
     images: Tensor
@@ -376,6 +384,7 @@ class EvalBatch:
     seeds: Tensor | None = None
     time_ms: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    memo: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -484,6 +493,24 @@ class Tolerance:
 METRIC_KINDS = ("quality", "cost")
 
 
+@dataclass
+class SideOutputs:
+    """What a metric hands to the run folder besides its per-image values (:meth:`Metric.
+    side_outputs`, read by the runner after every :meth:`Metric.update`).
+
+    Attributes:
+        curves: ``{image_id: curve}`` stored in the image's score row under the metric's
+            :attr:`Metric.curve_key`; a curve is a list of floats, or ``{class_id: list}`` for
+            per-class curves. Drawn by the report (mean curve per method).
+        matrix_rows: rows of the matrix of the metric's :attr:`Metric.matrix_group`
+            (``{"image_id", ...}``); the runner keeps one copy per method and group and the
+            report turns them into the group's matrix with :meth:`Metric.matrix_record`.
+    """
+
+    curves: dict[str, Any] = field(default_factory=dict)
+    matrix_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
 class Metric:
     """Base class of every metric: a thin accumulator around pure tensor functions.
 
@@ -501,8 +528,12 @@ class Metric:
         higher_is_better: direction, shown as ↑/↓ in tables.
         version: bumped on any change of definition (CI regression baselines check it).
         definition: one line shown in tables and the report.
-        needs: what the metric reads from the batch: a subset of
-            ``{"gt", "model", "method", "boxes", "time"}``.
+        curve_key / curve_title: the score-row key of the per-image curves the metric hands
+            over (:class:`SideOutputs`) and the title of their figure; None when it has none.
+        matrix_group: the name of the matrix the metric's rows belong to (metrics of one
+            group share the rows), or None.
+        figure_axis: ``"quality"`` or ``"cost"`` when the metric is an axis of the report's
+            cost-quality figure, else None.
         kind: ``"quality"`` (a property of the masks; checked by ``attrbench compare``) or
             ``"cost"`` (time, calls, memory: depends on the machine; reported, never checked).
         regression_tolerance: the :class:`Tolerance` of ``attrbench compare`` for a quality
@@ -517,9 +548,12 @@ class Metric:
     definition: ClassVar[str] = ""
     kind: ClassVar[str] = "quality"
     regression_tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
-    needs: ClassVar[frozenset[str]] = frozenset()
     #: a per-image value is a dict class -> value (aggregated per class first)
     per_class: ClassVar[bool] = False
+    curve_key: ClassVar[str | None] = None
+    curve_title: ClassVar[str] = ""
+    matrix_group: ClassVar[str | None] = None
+    figure_axis: ClassVar[str | None] = None
 
     def __init__(self, **options: Any) -> None:
         self.options: dict[str, Any] = dict(options)
@@ -546,6 +580,16 @@ class Metric:
 
     def reset(self) -> None:
         self._values = []
+
+    def side_outputs(self) -> SideOutputs:
+        """Curves and matrix rows of the batches since the last :meth:`reset` (default: none)."""
+        return SideOutputs()
+
+    @classmethod
+    def matrix_record(cls, rows: Sequence[dict[str, Any]], class_names: Sequence[str]
+                      ) -> dict[str, Any]:
+        """The matrix of :attr:`matrix_group` from its rows, as written to the run folder."""
+        raise NotImplementedError(f"metric '{cls.name}' declares no matrix")
 
     @classmethod
     def image_value(cls, value: Any) -> float:
@@ -621,5 +665,3 @@ def per_class_mean(values: Sequence[Any]) -> float:
     means = [sums[k] / counts[k] for k in counts]
     return sum(means) / len(means) if means else math.nan
 
-
-MetricFn = Callable[[EvalBatch], list]

@@ -7,14 +7,17 @@ figure                  needs
 ======================  =======================================================================
 ``summary_bars``        ``summary.json`` (always): one panel per metric, a bar per method with
                         its 95 % CI as error bar (log scale for the cost metrics).
-``f1_threshold``        rows with ``scores["f1_curve"]``: a list of 9 per-image F1 values at
-                        thresholds 0.1..0.9 (the paper's "F1 vs threshold" figure).
-``deletion_insertion``  rows with ``scores["deletion_curve"]`` / ``scores["insertion_curve"]``:
-                        per image a list of floats (score at fractions 0..1 in equal steps) or a
+``f1_threshold``        rows with the curve of a metric that declares fixed x values
+                        (``Metric.curve_x``: ``mean_f1``'s ``scores["f1_curve"]``, 9 per-image
+                        F1 values at thresholds 0.1..0.9; the paper's "F1 vs threshold").
+``deletion_insertion``  rows with the curves of the other metrics that declare a ``curve_key``
+                        (``scores["deletion_curve"]`` / ``scores["insertion_curve"]``): per
+                        image a list of floats (score at fractions 0..1 in equal steps) or a
                         dict ``{class_id: list}`` (averaged over the classes).
-``quality_vs_cost``     ``mean_f1`` and/or ``cont_iou`` plus ``time_ms`` and/or ``model_calls``
-                        in the summary (log x; a cost axis on which every method costs 0 is
-                        left out).
+``quality_vs_cost``     metrics declaring ``figure_axis = "quality"`` (``mean_f1``,
+                        ``cont_iou``) against those declaring ``"cost"`` (``time_ms``,
+                        ``model_calls``) in the summary (log x; a cost axis on which every
+                        method costs 0 is left out).
 ``class_specificity``   ``RUN_DIR/class_specificity.json`` (see :func:`save_class_specificity`).
 ``qualitative``         ``RUN_DIR/qualitative.npz`` (see :func:`save_qualitative`).
 ======================  =======================================================================
@@ -39,7 +42,6 @@ import numpy as np
 
 __all__ = [
     "CLASS_SPECIFICITY_FILE",
-    "F1_THRESHOLDS",
     "QUALITATIVE_FILE",
     "FigureInfo",
     "curves_from_rows",
@@ -58,14 +60,23 @@ __all__ = [
     "save_qualitative",
 ]
 
-#: Binarisation thresholds of the F1 curve (the paper's 0.1..0.9, the iou_mean thresholds).
-F1_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 QUALITATIVE_FILE = "qualitative.npz"
 CLASS_SPECIFICITY_FILE = "class_specificity.json"
 QUALITATIVE_FORMAT = "attrbench-qualitative-v1"
 CLASS_SPECIFICITY_FORMAT = "attrbench-class-specificity-v1"
-QUALITY_METRICS = ("mean_f1", "cont_iou")
-COST_AXES = ("time_ms", "model_calls")
+
+
+def _declared(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The registered metric class of each of the summary's metrics (unknown names left out)."""
+    from .catalog import METRICS
+
+    return {k: METRICS.get(k) for k in summary["metrics"] if k in METRICS}
+
+
+def _curve_metrics(summary: Mapping[str, Any], fixed_x: bool) -> list[Any]:
+    """Metric classes of the summary that hand over curves, with (or without) fixed x values."""
+    return [c for c in _declared(summary).values()
+            if c.curve_key and (getattr(c, "curve_x", None) is not None) == fixed_x]
 
 
 @dataclass
@@ -128,39 +139,40 @@ def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------- row readers
-def f1_curve_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def f1_curve_from_rows(rows: Iterable[Mapping[str, Any]], key: str = "f1_curve",
+                       thresholds: Sequence[float] | None = None) -> dict[str, dict[str, Any]]:
     """Mean F1-vs-threshold curve per method from per-image rows.
 
-    Expects ``row["scores"]["f1_curve"]``: a list of ``len(F1_THRESHOLDS)`` (9) per-image F1
-    values at thresholds 0.1..0.9 (NaN/None where undefined). Rows without it, or failed rows,
-    are ignored; a curve of another length raises ``ValueError``.
+    Expects ``row["scores"][key]``: a list of ``len(thresholds)`` per-image F1 values (default
+    ``mean_f1``'s curve at thresholds 0.1..0.9; NaN/None where undefined). Rows without it, or
+    failed rows, are ignored; a curve of another length raises ``ValueError``.
 
     Returns:
         ``{method: {"thresholds", "mean", "low", "high", "n"}}`` (lists; ``low``/``high`` =
         mean -+ 1.96 standard errors); empty when no row has a curve.
     """
+    if thresholds is None:
+        from .metrics.localization import F1_CURVE_THRESHOLDS as thresholds
     per: dict[str, list[list[float]]] = {}
     for r in rows:
         if r.get("status", "ok") != "ok":
             continue
-        c = (r.get("scores") or {}).get("f1_curve")
+        c = (r.get("scores") or {}).get(key)
         if c is None:
             continue
         if isinstance(c, Mapping):  # per-class curves: average the classes
             c = _mean_of_lists(list(c.values()))
-        if len(c) != len(F1_THRESHOLDS):
+        if len(c) != len(thresholds):
             raise ValueError(
-                f"scores['f1_curve'] of image {r.get('image_id')!r} "
-                f"({r.get('method')}) "
-                f"has {len(c)} values, expected {len(F1_THRESHOLDS)} "
-                f"(thresholds {F1_THRESHOLDS})"
+                f"scores['{key}'] of image {r.get('image_id')!r} ({r.get('method')}) has "
+                f"{len(c)} values, expected {len(thresholds)} (thresholds {tuple(thresholds)})"
             )
         per.setdefault(r["method"], []).append([math.nan if v is None else float(v) for v in c])
     out = {}
     for m, curves in per.items():
         mean, lo, hi, n = _mean_band(np.asarray(curves, dtype=np.float64))
         out[m] = {
-            "thresholds": list(F1_THRESHOLDS),
+            "thresholds": list(thresholds),
             "mean": mean.tolist(),
             "low": lo.tolist(),
             "high": hi.tolist(),
@@ -330,8 +342,10 @@ def load_qualitative(path: str | Path) -> dict[str, Any]:
     return d
 
 
-def save_class_specificity(run_dir: str | Path, matrices: Mapping[str, Mapping[str, Any]]) -> Path:
-    """Write ``RUN_DIR/class_specificity.json``.
+def save_class_specificity(run_dir: str | Path, matrices: Mapping[str, Mapping[str, Any]],
+                           name: str = "class_specificity") -> Path:
+    """Write ``RUN_DIR/<name>.json`` (the metrics' matrix group; default
+    ``class_specificity.json``).
 
     Format::
 
@@ -365,7 +379,7 @@ def save_class_specificity(run_dir: str | Path, matrices: Mapping[str, Mapping[s
         out[m] = {"classes": classes, "columns": list(cols), "matrix": mat.tolist()}
         if d.get("summary"):
             out[m]["summary"] = {k: float(v) for k, v in d["summary"].items()}
-    path = Path(run_dir) / CLASS_SPECIFICITY_FILE
+    path = Path(run_dir) / f"{name}.json"
     atomic_write_text(
         path, json.dumps(_clean({"format": CLASS_SPECIFICITY_FORMAT, "methods": out}), indent=1)
     )
@@ -402,10 +416,11 @@ def load_class_specificity(path: str | Path) -> dict[str, dict[str, Any]]:
 # ------------------------------------------------------------------------------- plots
 def plot_summary(summary: Mapping[str, Any], out_dir: Path) -> FigureInfo | None:
     """Bar chart, one panel per metric, bar per method, 95 % CI error bars."""
-    from .tables import COST_METRICS
+    from .tables import cost_metrics
 
     methods = list(summary["methods"])
     metrics = list(summary["metrics"])
+    cost = cost_metrics(summary)
     if not methods or not metrics:
         return None
     ncols = min(4, len(metrics))
@@ -439,7 +454,7 @@ def plot_summary(summary: Mapping[str, Any], out_dir: Path) -> FigureInfo | None
                 ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
         positive = vals_arr[np.isfinite(vals_arr)]
         if (
-            k in COST_METRICS
+            k in cost
             and positive.size
             and (positive > 0).all()
             and positive.max() / positive.min() > 20
@@ -488,16 +503,13 @@ def plot_f1_curves(
 
 
 def plot_deletion_insertion(
-    rows: list[Mapping[str, Any]], out_dir: Path, order: Sequence[str] | None = None
+    rows: list[Mapping[str, Any]], out_dir: Path, order: Sequence[str] | None = None,
+    panels: Sequence[tuple[str, str]] = (("deletion_curve", "deletion (↓ area)"),
+                                         ("insertion_curve", "insertion (↑ area)")),
 ) -> FigureInfo | None:
-    """Mean deletion and insertion curves per method (panels for the keys present)."""
-    panels = [
-        (key, title, curves_from_rows(rows, key))
-        for key, title in (
-            ("deletion_curve", "deletion (↓ area)"),
-            ("insertion_curve", "insertion (↑ area)"),
-        )
-    ]
+    """Mean perturbation curves per method, one panel per ``(row key, title)`` of ``panels``
+    present in the rows (the report passes the metrics' declared ``curve_key``/``curve_title``)."""
+    panels = [(key, title, curves_from_rows(rows, key)) for key, title in panels]
     panels = [p for p in panels if p[2]]
     if not panels:
         return None
@@ -532,7 +544,8 @@ def plot_quality_vs_cost(summary: Mapping[str, Any], out_dir: Path) -> FigureInf
 
     A cost of 0 (or negative) cannot sit on a log axis: such points are drawn hollow at a floor
     (a third of the smallest positive cost) and labelled "(0)"."""
-    qs = [k for k in QUALITY_METRICS if k in summary["metrics"]]
+    axes = {k: c.figure_axis for k, c in _declared(summary).items()}
+    qs = [k for k, a in axes.items() if a == "quality"]
     res = summary["results"]
 
     def informative(c: str) -> bool:  # an axis where every method costs 0 says nothing
@@ -541,7 +554,7 @@ def plot_quality_vs_cost(summary: Mapping[str, Any], out_dir: Path) -> FigureInf
             for v in (res[m]["metrics"].get(c, {}).get("value") for m in summary["methods"])
         )
 
-    cs = [k for k in COST_AXES if k in summary["metrics"] and informative(k)]
+    cs = [k for k, a in axes.items() if a == "cost" and informative(k)]
     if not qs or not cs:
         return None
     methods = list(summary["methods"])
@@ -712,13 +725,16 @@ def make_figures(
     order = list(summary["methods"])
     rows = _read_rows(run_dir)
     cs, q = run_dir / CLASS_SPECIFICITY_FILE, run_dir / QUALITATIVE_FILE
+    fixed = _curve_metrics(summary, fixed_x=True)
+    panels = [(c.curve_key, c.curve_title) for c in _curve_metrics(summary, fixed_x=False)]
     jobs = [
         ("summary bar chart", lambda: plot_summary(summary, out_dir)),
-        (
-            "F1 curves (scores['f1_curve'])",
-            lambda: plot_f1_curves(f1_curve_from_rows(rows), out_dir, order),
-        ),
-        ("deletion/insertion curves", lambda: plot_deletion_insertion(rows, out_dir, order)),
+        *[(f"F1 curves (scores['{c.curve_key}'])",
+           lambda c=c: plot_f1_curves(f1_curve_from_rows(rows, c.curve_key, c.curve_x), out_dir,
+                                      order))
+          for c in fixed[:1]],
+        ("perturbation curves",
+         lambda: plot_deletion_insertion(rows, out_dir, order, panels) if panels else None),
         ("quality against cost", lambda: plot_quality_vs_cost(summary, out_dir)),
         (
             str(cs),

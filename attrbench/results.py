@@ -323,9 +323,9 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     (default: ``explainer`` if present, else the first method) on the images both scored; see
     :func:`attrbench.tables.paired_comparisons` (``test``: ``"bootstrap"`` or ``"wilcoxon"``).
     """
-    from .catalog import METRICS
+    from .catalog import METHODS, METRICS
     from .interfaces import Metric
-    from .tables import SANITY_METHODS, paired_comparisons
+    from .tables import paired_comparisons
 
     per: dict[str, dict[str, list]] = {m: {k: [] for k in metrics} for m in methods}
     ids: dict[str, list[str]] = {m: [] for m in methods}
@@ -379,8 +379,10 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
         out["results"][m] = {"n_images": n_ok[m], "n_failed": n_failed[m],
                              "failures": errors[m], "metric_errors": metric_errors[m],
                              "metrics": res}
-    out["paired"] = paired_comparisons(per_image, methods, metrics, reference=reference, test=test)
-    out["sanity_methods"] = [m for m in methods if m in SANITY_METHODS]
+    cost = frozenset(k for k in metrics if classes[k].kind == "cost")
+    out["paired"] = paired_comparisons(per_image, methods, metrics, reference=reference, test=test,
+                                       skip=cost)
+    out["sanity_methods"] = [m for m in methods if m in METHODS and METHODS.get(m).sanity]
     return _clean(out)
 
 

@@ -19,8 +19,8 @@ Statistics:
   images that *both* methods scored with a finite value. Default test: a paired percentile
   bootstrap of the mean difference (the same resampling as the CIs, no extra dependency,
   deterministic); ``test="wilcoxon"`` uses :func:`scipy.stats.wilcoxon` (two-sided) instead.
-  Cost metrics (:data:`COST_METRICS`) are never tested: their per-image values are batch
-  averages, not independent observations.
+  Cost metrics (``kind = "cost"``, :func:`cost_metrics`) are never tested: their per-image
+  values are batch averages, not independent observations.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from typing import Any
 
 __all__ = [
     "ALPHA",
-    "COST_METRICS",
-    "SANITY_METHODS",
     "best_methods",
     "default_reference",
     "fmt",
@@ -50,13 +48,20 @@ __all__ = [
 
 #: Significance level of the paired comparisons.
 ALPHA = 0.05
-#: Hardware/implementation cost measurements: reported, never tested, never a CI regression.
-COST_METRICS = frozenset({"time_ms", "model_calls", "peak_mem_mb"})
-#: Sanity/reference rows: real rows of the table, but not candidates for "best in column" when
-#: at least one other method is in the table (the ideal mask would always win).
-SANITY_METHODS = frozenset(
-    {"ideal", "perfect", "center", "random", "constant_0", "constant_0.5", "constant_1"}
-)
+
+def cost_metrics(summary: Mapping[str, Any]) -> frozenset[str]:
+    """The summary's cost metrics (``kind = "cost"``: time, calls, memory): reported, never
+    tested, never a CI regression."""
+    return frozenset(k for k, d in summary["metrics"].items()
+                     if d.get("kind") == "cost" or d.get("cost"))
+
+
+def sanity_methods(summary: Mapping[str, Any]) -> frozenset[str]:
+    """The summary's sanity rows (methods whose ``sanity`` flag is set): real rows of the
+    table, but not candidates for "best in column" when another method is in the table (the
+    ideal mask would always win)."""
+    return frozenset(summary.get("sanity_methods") or ())
+
 DAGGER = "†"
 N_BOOT_PAIRED = 2000
 
@@ -158,7 +163,7 @@ def paired_comparisons(
     reference: str | None = None,
     test: str = "bootstrap",
     alpha: float = ALPHA,
-    skip: frozenset[str] = COST_METRICS,
+    skip: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Compare every method with ``reference`` on the images both scored.
 
@@ -169,7 +174,7 @@ def paired_comparisons(
         reference: the reference method; default :func:`default_reference`.
         test: ``"bootstrap"`` (default) or ``"wilcoxon"``.
         alpha: significance level.
-        skip: metrics that are not tested (default: the cost metrics).
+        skip: metrics that are not tested (``summarize`` passes the cost metrics).
 
     Returns:
         ``{"reference", "test", "alpha", "results": {method: {metric: {"diff", "ci_low",
@@ -241,11 +246,12 @@ def _finite(v: Any) -> bool:
 def best_methods(summary: Mapping[str, Any]) -> dict[str, list[str]]:
     """Per metric, the methods with the best value (max for ↑, min for ↓; ties all win).
 
-    Sanity rows (:data:`SANITY_METHODS`) are candidates only when every method of the table is
+    Sanity rows (:func:`sanity_methods`) are candidates only when every method of the table is
     a sanity row.
     """
     methods = list(summary["methods"])
-    pool = [m for m in methods if m not in SANITY_METHODS] or methods
+    sanity = sanity_methods(summary)
+    pool = [m for m in methods if m not in sanity] or methods
     out: dict[str, list[str]] = {}
     for k, d in summary["metrics"].items():
         vals = {m: summary["results"][m]["metrics"].get(k, {}).get("value") for m in pool}
@@ -353,7 +359,7 @@ def _footer_lines(summary: Mapping[str, Any]) -> list[str]:
         + (
             "; sanity rows (ideal, center, random, constant masks) are not candidates when "
             "other methods are present."
-            if any(m not in SANITY_METHODS for m in summary["methods"])
+            if any(m not in sanity_methods(summary) for m in summary["methods"])
             else "."
         ),
     ]
@@ -365,7 +371,8 @@ def _footer_lines(summary: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"{DAGGER}: differs from the reference method `{ref}` (marked *ref*) at "
             f"p < {paired.get('alpha', ALPHA)} by a {paired.get('test', 'paired test')}, over "
-            f"the images both methods scored; cost metrics ({', '.join(sorted(COST_METRICS))}) "
+            f"the images both methods scored; cost metrics "
+            f"({', '.join(sorted(cost_metrics(summary)))}) "
             "are not tested."
         )
     return lines
@@ -404,7 +411,7 @@ def render_markdown(summary: Mapping[str, Any], title: str = "attrbench summary"
             ),
             "",
         ]
-        ph = ["method"] + [k for k in metrics if k not in COST_METRICS]
+        ph = ["method"] + [k for k in metrics if k not in cost_metrics(summary)]
         pb = []
         for m, res in paired["results"].items():
             cells = [m]
@@ -595,7 +602,7 @@ def render_paired_html(summary: Mapping[str, Any]) -> str:
     paired = _paired(summary)
     if paired.get("reference") is None or not paired.get("results"):
         return ""
-    metrics = [k for k in summary["metrics"] if k not in COST_METRICS]
+    metrics = [k for k in summary["metrics"] if k not in cost_metrics(summary)]
     out = [f'<table class="paired"><thead><tr><th>method − {e(paired["reference"])}</th>']
     out += [f"<th>{e(k)} {_arrow(summary['metrics'][k])}</th>" for k in metrics]
     out.append("</tr></thead><tbody>")

@@ -23,8 +23,11 @@ import math
 
 import torch
 
+from attrbench.assemble import build_methods
 from attrbench.catalog import METHODS
+from attrbench.config import image_seed
 from attrbench.data import collate_samples, open_dataset
+from attrbench.evaluate import run_method_on_batch
 from attrbench.interfaces import EvalBatch, minmax_rescale
 from attrbench.metrics import pointing as P
 from attrbench.metrics.localization import MeanF1
@@ -32,7 +35,6 @@ from attrbench.metrics.perturbation import SaliencyMetric
 from attrbench.metrics.specificity import ClassSpecificityOffDiag
 from attrbench.models import load_classifier
 from attrbench.presets import SYNTHETIC, resolve_weights
-from attrbench.runner import RunConfig, build_methods, image_seed, run_method_on_batch
 
 DEFAULT = ("explainer,rt_saliency,gradcam,gradcam_pp,rise,extremal_perturbations,"
            "guided_backprop,igos_pp,center,random")
@@ -53,8 +55,7 @@ def main() -> None:
     model, meta = load_classifier(resolve_weights(SYNTHETIC.classifier_weights))
     model.eval()
     names = METHODS.resolve_list(args.methods.split(","))
-    methods = build_methods(names, model, SYNTHETIC, RunConfig(), meta, ds.num_classes,
-                            torch.device("cpu"))
+    methods = build_methods(names, model, SYNTHETIC, {}, meta, ds.num_classes)
     batch = collate_samples([ds[i] for i in range(len(ds))])
     tol = SYNTHETIC.data_metric_options["pointing_game"]["tolerance"]
     multi = ((batch.labels > 0.5).sum(1) > 1).nonzero().flatten()

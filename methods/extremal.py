@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attrbench.interfaces import AttributionMethod, minmax_rescale, model_state_guard
+from attrbench.interfaces import AttributionMethod, model_state_guard
+from attrbench.ops import gaussian_blur, minmax_rescale
 
 __all__ = [
     "EPResult",
     "ExtremalPerturbations",
     "frozen_parameters",
-    "gaussian_blur",
     "select_area",
 ]
 
@@ -36,36 +36,6 @@ _REF_SIZE = 224.0  # the image size the published settings assume
 
 
 # ----------------------------------------------------------------------------- helpers
-def gaussian_blur(x: Tensor, sigma: float, radius: int | None = None,
-                  padding: str = "reflect") -> Tensor:
-    """Separable Gaussian blur of (N, C, H, W) ``x`` with standard deviation ``sigma`` pixels.
-
-    ``radius`` defaults to ``ceil(3 sigma)``; the kernel is normalised to sum 1. ``padding`` is a
-    :func:`torch.nn.functional.pad` mode (``"reflect"`` falls back to ``"replicate"`` when the
-    radius is not smaller than the image side). ``sigma <= 0`` returns ``x`` unchanged.
-    """
-    if sigma <= 0:
-        return x
-    r = math.ceil(3 * sigma) if radius is None else int(radius)
-    if r <= 0:
-        return x
-    n, c, h, w = x.shape
-    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-(t * t) / (2 * sigma * sigma))
-    k = k / k.sum()
-    mode = padding
-    if mode == "reflect" and r >= min(h, w):
-        mode = "replicate"
-    y = x.reshape(n * c, 1, h, w)
-    if mode == "constant":
-        y = F.pad(y, (r, r, r, r))
-    else:
-        y = F.pad(y, (r, r, r, r), mode=mode)
-    y = F.conv2d(y, k.view(1, 1, 1, -1))
-    y = F.conv2d(y, k.view(1, 1, -1, 1))
-    return y.reshape(n, c, h, w)
-
-
 @contextlib.contextmanager
 def frozen_parameters(model: nn.Module) -> Iterator[None]:
     """Temporarily set ``requires_grad=False`` on every parameter (restored in ``finally``).
@@ -254,6 +224,8 @@ class ExtremalPerturbations(AttributionMethod):
     """
 
     name = "extremal_perturbations"
+    #: the paper's class-specificity evaluation leaves it out (a mask per class is too costly)
+    class_specificity = False
     black_box = False
     needs_gradients = True
     merge = "max_then_rescale"

@@ -28,6 +28,7 @@ class Ideal(AttributionMethod):
     black_box = True
     needs_ground_truth = True
     classifier_use = "none"
+    sanity = True
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -50,6 +51,7 @@ class Center(AttributionMethod):
     name = "center"
     black_box = True
     classifier_use = "none"
+    sanity = True
 
     def __init__(self, model: nn.Module, sigma: float = 0.25) -> None:
         self._check_positive("sigma", sigma)
@@ -69,6 +71,7 @@ class _Constant(AttributionMethod):
     value: float = 0.0
     black_box = True
     classifier_use = "none"
+    sanity = True
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -110,6 +113,7 @@ class Random(AttributionMethod):
     black_box = True
     stochastic = True
     classifier_use = "none"
+    sanity = True
 
     def __init__(self, model: nn.Module, seed: int = 0) -> None:
         if not isinstance(seed, int):

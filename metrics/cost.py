@@ -239,10 +239,10 @@ class TimeMs(Metric):
     """
 
     name = "time_ms"
+    figure_axis = "cost"
     higher_is_better = False
     version = 1
     definition = "method wall time per image (ms); median over images"
-    needs = frozenset({"time"})
     kind = "cost"  # depends on the machine: reported, never checked
     regression_tolerance = None
 
@@ -265,10 +265,10 @@ class ModelCalls(Metric):
     """
 
     name = "model_calls"
+    figure_axis = "cost"
     higher_is_better = False
     version = 1
     definition = "classifier forward + backward rows per image"
-    needs = frozenset({"time"})
     kind = "cost"  # depends on the machine: reported, never checked
     regression_tolerance = None
 
@@ -290,7 +290,6 @@ class PeakMemMb(Metric):
     higher_is_better = False
     version = 1
     definition = "peak memory (MB) of the method call for the batch"
-    needs = frozenset({"time"})
     kind = "cost"  # depends on the machine: reported, never checked
     regression_tolerance = None
 

@@ -44,9 +44,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attrbench.interfaces import EvalBatch, Metric, Tolerance
+from attrbench.interfaces import EvalBatch, Metric, SideOutputs, Tolerance
 
 __all__ = [
+    "F1_CURVE_THRESHOLDS",
     "F1_THRESHOLDS",
     "IOU_THRESHOLDS",
     "Accuracy",
@@ -73,6 +74,9 @@ __all__ = [
 
 #: Thresholds of the paper's "Mean F1" (``d_f1``).
 F1_THRESHOLDS: tuple[float, ...] = (0.25, 0.5, 0.75)
+#: Thresholds of the F1 curve that :class:`MeanF1` hands to the report (the paper's "F1 against
+#: threshold" figure): 0.1, 0.2, ..., 0.9.
+F1_CURVE_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Thresholds of the paper's "Discr. IOU" (``d_IOUs``): 0.1, 0.2, ..., 0.9.
 IOU_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -324,7 +328,6 @@ def score_image_level(fn: Callable[[Tensor, Tensor], Tensor], batch: EvalBatch) 
 class _ImageLevelMetric(Metric):
     """Shared body of the image-level localisation metrics: no options, one float per image."""
 
-    needs: ClassVar[frozenset[str]] = frozenset({"gt"})
     version: ClassVar[int] = 1
     #: scores in [0, 1] that use the whole range: absolute (about 1 % of the range)
     regression_tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
@@ -355,6 +358,33 @@ class MeanF1(_ImageLevelMetric):
     higher_is_better = True
     definition = "mean over t∈{0.25,0.5,0.75} of F1(merged>t, GT foreground)"
     _fn = staticmethod(mean_f1)
+    figure_axis = "quality"
+    #: per image, F1 at each of :data:`F1_CURVE_THRESHOLDS` (side output for the F1 figure)
+    curve_key = "f1_curve"
+    curve_title = "F1 against threshold"
+    curve_x: ClassVar[tuple[float, ...]] = F1_CURVE_THRESHOLDS
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._curves: dict[str, list[float]] = {}
+
+    def reset(self) -> None:
+        super().reset()
+        self._curves = {}
+
+    def score(self, batch: EvalBatch) -> list[float]:
+        values = super().score(batch)
+        gt = batch.gt_union
+        if gt is not None and len(batch.image_ids) == batch.batch_size:
+            curves = binary_f1(batch.merged, gt, F1_CURVE_THRESHOLDS).cpu().tolist()
+            has_gt = batch.has_gt.tolist() if batch.has_gt is not None else [True] * len(curves)
+            for iid, c, ok in zip(batch.image_ids, curves, has_gt):
+                if ok:
+                    self._curves[str(iid)] = c
+        return values
+
+    def side_outputs(self) -> SideOutputs:
+        return SideOutputs(curves=dict(self._curves))
 
 
 class ContF1(_ImageLevelMetric):
@@ -407,6 +437,7 @@ class ContIou(_ImageLevelMetric):
     higher_is_better = True
     definition = "Σmin(m,s)/Σmax(m,s) of the merged mask vs the GT foreground"
     _fn = staticmethod(cont_iou)
+    figure_axis = "quality"
 
 
 class Auc(_ImageLevelMetric):

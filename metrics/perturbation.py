@@ -39,10 +39,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attrbench.interfaces import EvalBatch, Metric, Tolerance
+from attrbench.interfaces import EvalBatch, Metric, SideOutputs, Tolerance
+from attrbench.ops import gaussian_blur
 
 __all__ = [
     "BASELINES",
@@ -53,7 +53,6 @@ __all__ = [
     "class_scores",
     "curve_auc",
     "deletion_insertion_curves",
-    "gaussian_blur",
     "object_counts",
     "perturbation_baseline",
     "saliency_metric",
@@ -134,24 +133,6 @@ def saliency_ranks(maps: Tensor, dtype: torch.dtype = torch.long) -> Tensor:
     return ranks
 
 
-def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of (N, C, H, W) images, kernel radius ``ceil(3 sigma)``, reflect
-    padding (replicate when the image is smaller than the radius)."""
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma!r}")
-    r = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-r, r + 1, device=images.device, dtype=images.dtype)
-    k = torch.exp(-(x**2) / (2 * sigma * sigma))
-    k = k / k.sum()
-    c, h, w = images.shape[1:]
-    mode = "reflect" if r < min(h, w) else "replicate"
-    out = F.pad(images, (r, r, 0, 0), mode=mode)
-    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    out = F.pad(out, (0, 0, r, r), mode=mode)
-    out = F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return out
-
-
 def perturbation_baseline(images: Tensor, baseline: str, sigma: float | None = None) -> Tensor:
     """The image perturbed pixels take: ``"zero"`` (0 in normalised space = the dataset's mean
     colour) or ``"blur"`` (Gaussian blur of the image; ``sigma=None`` -> ``5 * min(H, W) / 224``
@@ -161,7 +142,9 @@ def perturbation_baseline(images: Tensor, baseline: str, sigma: float | None = N
         return torch.zeros_like(images)
     if sigma is None:
         sigma = 5.0 * min(images.shape[-2:]) / 224.0
-    return gaussian_blur(images, float(sigma))
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma!r}")
+    return gaussian_blur(images, float(sigma), radius=max(1, math.ceil(3 * sigma)))
 
 
 # ------------------------------------------------------------------------- deletion/insertion
@@ -394,7 +377,6 @@ class _CurveMetric(Metric):
 
     mode: ClassVar[str] = "deletion"
     default_baseline: ClassVar[str] = "zero"
-    needs = frozenset({"model"})
     #: areas under probability curves, in [0, 1]
     regression_tolerance: ClassVar[Tolerance | None] = Tolerance("absolute", 0.01)
 
@@ -426,6 +408,11 @@ class _CurveMetric(Metric):
         super().reset()
         self.curves = {}
         self._seen = 0
+
+    def side_outputs(self) -> SideOutputs:
+        """The stored curves, ``{image_id: {class id as str: curve}}`` (see :attr:`curves`)."""
+        return SideOutputs(curves={iid: {str(c): v for c, v in per_class.items()}
+                                   for iid, per_class in self.curves.items()})
 
     def pair_curves(self, batch: EvalBatch) -> tuple[Tensor, Tensor]:
         """(P, steps + 1) curves and (P,) bool validity of the batch's pairs (only non-finite
@@ -500,6 +487,8 @@ class DeletionAUC(_CurveMetric):
     definition = "area under the target score curve as pixels are removed in saliency order"
     mode = "deletion"
     default_baseline = "zero"
+    curve_key = "deletion_curve"
+    curve_title = "deletion (↓ area)"
 
 
 class InsertionAUC(_CurveMetric):
@@ -519,6 +508,8 @@ class InsertionAUC(_CurveMetric):
     definition = "area under the target score curve as pixels are inserted in saliency order"
     mode = "insertion"
     default_baseline = "blur"
+    curve_key = "insertion_curve"
+    curve_title = "insertion (↑ area)"
 
 
 class SaliencyMetric(Metric):
@@ -548,7 +539,6 @@ class SaliencyMetric(Metric):
     version = 2
     definition = ("log(max(area, 0.05)) - log(sum of GT softmax probs on the masked image; VOC: "
                   "one term per object, COCO: per class)")
-    needs = frozenset({"model"})
     #: an unbounded log-ratio (about -3 to 0.2 here): relative, with a floor for values near 0
     regression_tolerance = Tolerance("relative", 0.05, floor=0.02)
 

@@ -504,7 +504,6 @@ class PointingGame(Metric):
         "TorchRay pointing game: first max of the map at original size within < 15 px of the "
         "class's GT (VOC boxes, COCO masks); mean of per-class accuracy"
     )
-    needs: ClassVar[frozenset[str]] = frozenset({"gt", "boxes"})
     per_class: ClassVar[bool] = True
     _allowed: ClassVar[tuple[str, ...]] = ("tolerance",)
     #: discrete hits: two (image, class) outcomes may flip
@@ -691,7 +690,6 @@ class EnergyPointingGame(Metric):
     higher_is_better: ClassVar[bool] = True
     version: ClassVar[int] = 2
     definition: ClassVar[str] = "share of the map's energy Σmap·GT/Σmap inside the class's GT"
-    needs: ClassVar[frozenset[str]] = frozenset({"gt", "boxes"})
     #: values from 0.06 (uninformative maps) up: relative
     regression_tolerance: ClassVar[Tolerance | None] = Tolerance("relative", 0.05, floor=0.002)
 

@@ -153,7 +153,6 @@ class RandomizationSpearman(Metric):
     higher_is_better = False
     version = 2
     definition = "mean |Spearman rho| between maps of the model and of top-down randomised copies"
-    needs = frozenset({"model", "method"})
     regression_tolerance = Tolerance("absolute", 0.04)  # a correlation in [0, 1], from few layers
 
     def __init__(self, num_layers: int = 3, seed: int = 0) -> None:

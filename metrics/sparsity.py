@@ -94,7 +94,6 @@ def entropy(maps: Tensor) -> Tensor:
 
 class _MergedMaskMetric(Metric):
     fn: Any = None
-    needs = frozenset()
 
     def __init__(self) -> None:
         super().__init__()

@@ -23,7 +23,8 @@ thresholded-mask probabilities of every class), :func:`confusion_matrix` (rows -
 (|C|, |C| + 1) matrix) and :func:`specificity_summary` (matrix -> diagonal and off-diagonal
 means). Metrics: :class:`ClassSpecificityDiag` and
 :class:`ClassSpecificityOffDiag`; both keep the full per-image rows in ``self.rows`` (see
-:class:`ClassSpecificityDiag`) so the runner/report can draw the matrix.
+:class:`ClassSpecificityDiag`) and hand them over as the ``class_specificity`` matrix group
+(:meth:`Metric.side_outputs`), from which the report draws the matrix.
 
 Cost: ``|C|`` masks per image, including classes absent from the image. A method with
 ``all_classes_at_once`` (Explainer, RISE) gives them in one ``attribute_all`` call; any other
@@ -31,8 +32,8 @@ method is called once per class in ``C`` (``|C|`` times the cost of a single-cla
 K = 20 on VOC). Use ``classes`` (the paper: VOC bottle, car, cat, dog, person = 4, 6, 7, 11, 14)
 or ``max_classes`` to bound it. Then ``9 |C| + 1`` classifier forwards per image. Images that
 contain no class of ``C`` cost nothing (they get NaN). The two metrics share one computation
-per batch through a cache in ``batch.extras`` (key ``"_class_specificity"``), so running both
-costs the same as running one.
+per batch through the batch's memo (``EvalBatch.memo``, key ``"class_specificity_rows"``), so
+running both costs the same as running one.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attrbench.interfaces import EvalBatch, Metric, Tolerance, infer_num_classes
+from attrbench.interfaces import EvalBatch, Metric, SideOutputs, Tolerance, infer_num_classes
 
 __all__ = [
     "THRESHOLDS",
@@ -58,7 +59,7 @@ __all__ = [
 
 #: Binarisation thresholds of the paper's notebook (0.1, ..., 0.9).
 THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
-_CACHE_KEY = "_class_specificity"
+_CACHE_KEY = "class_specificity_rows"
 
 
 def _scores(logits: Tensor, score: str) -> Tensor:
@@ -233,14 +234,14 @@ def class_specificity_rows(
     for each target class ``t`` present in the image and in ``C`` (empty list when none).
 
     A mask that is non-finite or outside [0, 1] (tolerance 1e-4) makes its cells NaN. The result
-    is cached in ``batch.extras`` per option set, so the Diag and OffDiag metrics share it.
+    is kept in ``batch.memo`` per option set, so the Diag and OffDiag metrics share it.
     """
     if batch.model is None or batch.method is None:
         raise ValueError("class specificity needs batch.model and batch.method")
     k = int(batch.labels.shape[1]) if batch.labels.ndim == 2 else infer_num_classes(batch.model)
     cs = _participating(k, classes, max_classes)
     key = (id(batch.method), tuple(cs), tuple(float(t) for t in thresholds), score, batch_size)
-    cache = batch.extras.setdefault(_CACHE_KEY, {})
+    cache = batch.memo.setdefault(_CACHE_KEY, {})
     if key in cache:
         return cache[key]
     labels = batch.labels.bool().cpu()
@@ -272,8 +273,8 @@ def class_specificity_rows(
 
 
 class _SpecificityMetric(Metric):
-    needs = frozenset({"model", "method"})
     per_class = True
+    matrix_group = "class_specificity"
     regression_tolerance = Tolerance("absolute", 0.01)  # in [0, 1]
 
     def __init__(
@@ -283,7 +284,7 @@ class _SpecificityMetric(Metric):
         thresholds: Sequence[float] = THRESHOLDS,
         score: str = "softmax",
         batch_size: int = 256,
-        skip_methods: Sequence[str] = ("extremal_perturbations", "igos_pp"),
+        skip_methods: Sequence[str] = (),
     ) -> None:
         if isinstance(skip_methods, str) or not all(isinstance(m, str) for m in skip_methods):
             raise TypeError(f"skip_methods must be a list of method names, got {skip_methods!r}")
@@ -317,6 +318,18 @@ class _SpecificityMetric(Metric):
         self.rows = []
         self._seen = 0
 
+    def side_outputs(self) -> SideOutputs:
+        return SideOutputs(matrix_rows=list(self.rows))
+
+    @classmethod
+    def matrix_record(cls, rows: Sequence[dict[str, Any]], class_names: Sequence[str]
+                      ) -> dict[str, Any]:
+        """``{"classes", "matrix", "summary"}`` of the rows' participating classes."""
+        cs = sorted({int(c) for r in rows for c in r["masks"]})
+        mat = confusion_matrix(rows, cs)
+        return {"classes": [class_names[c] for c in cs], "matrix": mat.tolist(),
+                "summary": specificity_summary(mat)}
+
     def participating_classes(self, num_classes: int) -> list[int]:
         return _participating(num_classes, self.classes, self.max_classes)
 
@@ -330,11 +343,13 @@ class _SpecificityMetric(Metric):
         raise NotImplementedError
 
     def not_applicable(self, method: Any, name: str = "") -> str | None:
+        if method is not None and not getattr(method, "class_specificity", True):
+            # the method declares itself out of the protocol (the paper leaves out EP and
+            # iGOS++, whose per-class optimisation makes a mask for every class prohibitive)
+            return ("not part of the class-specificity protocol for this method (the paper "
+                    "leaves out EP and iGOS++)")
         if name in self.skip_methods:
-            # the paper's class-specificity evaluation leaves out EP and iGOS++, whose per-class
-            # optimisation makes a mask for every class of every image prohibitively expensive
-            return ("not part of the class-specificity protocol for this method "
-                    "(option skip_methods; the paper leaves out EP and iGOS++)")
+            return "left out of class specificity by the option skip_methods"
         return None
 
     def score(self, batch: EvalBatch) -> list[Any]:
@@ -371,8 +386,9 @@ class ClassSpecificityDiag(_SpecificityMetric):
     to the dataset's ids; the paper presets use bottle, car, cat, dog, person),
     ``max_classes=None`` (keep only the first ``max_classes`` of ``C``, to bound the cost),
     ``thresholds`` (0.1..0.9), ``score="softmax"`` (paper) or ``"sigmoid"``, ``batch_size=256``
-    masked images per classifier forward, ``skip_methods`` (default: Extremal Perturbations and
-    iGOS++, which the paper's class-specificity evaluation leaves out: NaN, not a failure).
+    masked images per classifier forward, ``skip_methods=()`` (more methods to leave out by
+    registry name). Methods whose ``class_specificity`` flag is False (Extremal Perturbations
+    and iGOS++, which the paper's evaluation leaves out) are "n/a", not failures.
 
     Full matrix: after :meth:`update`, ``self.rows`` holds one dict per (image, target) pair,
     ``{"image_id", "target", "none", "masks": {c: p(t | mask c) for c in C}}``;

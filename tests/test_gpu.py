@@ -76,25 +76,25 @@ def test_methods_on_cuda_equal_cpu(name, synthetic_classifier, synthetic_batch):
 def _scores(device: str, methods: list[str]) -> dict:
     """Per-image scores of every metric (the default ones and randomization_spearman) for
     ``methods`` on 6 test images, computed by the runner's scoring step on ``device``."""
+    from attrbench.assemble import build_methods
+    from attrbench.config import image_seed
     from attrbench.data import collate_samples, open_dataset
+    from attrbench.evaluate import score_batch
     from attrbench.models import load_classifier
     from attrbench.presets import resolve_weights
-    from attrbench.runner import _score, build_methods, image_seed
 
     dev = torch.device(device)
     ds = open_dataset(SYNTHETIC, "test", limit=6)
     batch = collate_samples([ds[i] for i in range(len(ds))]).to(dev)
     model, meta = load_classifier(resolve_weights(SYNTHETIC.classifier_weights))
     model = model.to(dev).eval()
-    from attrbench.runner import RunConfig
-
-    built = build_methods(methods, model, SYNTHETIC, RunConfig(), meta, ds.num_classes, dev)
+    built = build_methods(methods, model, SYNTHETIC, {}, meta, ds.num_classes)
     names = [k for k in METRICS.names() if METRICS.get(k).kind != "cost"]
     metric_objs = {k: METRICS.get(k)(**SYNTHETIC.metric_options.get(k, {})) for k in names}
     seeds = torch.tensor([image_seed(i, 0) for i in batch.image_ids])
     out = {}
     for m, method in built.items():
-        for row in _score(m, method, batch, seeds, model, metric_objs, dev):
+        for row in score_batch(m, method, batch, seeds, model, metric_objs, dev):
             assert row["status"] == "ok", row
             out[(row["image_id"], m)] = {k: row["scores"][k] for k in names}
     return out

@@ -122,4 +122,4 @@ def test_cost_metrics_read_the_batch():
         calls.update(make_batch(2, extras={"model_calls": torch.tensor([1.0])}))
     for name in ("time_ms", "model_calls", "peak_mem_mb"):
         cls = METRICS.get(name)
-        assert cls.higher_is_better is False and cls.version == 1 and cls.needs == {"time"}
+        assert cls.higher_is_better is False and cls.version == 1 and cls.kind == "cost"

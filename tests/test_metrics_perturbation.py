@@ -323,4 +323,4 @@ def test_metric_attributes():
     for name, hib in [("deletion_auc", False), ("insertion_auc", True), ("saliency", False)]:
         cls = METRICS.get(name)
         assert cls.name == name and cls.higher_is_better is hib and cls.version == 2
-        assert cls.definition and cls.needs <= {"gt", "model", "method", "boxes", "time"}
+        assert cls.definition and cls.kind == "quality"

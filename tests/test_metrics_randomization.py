@@ -123,7 +123,7 @@ def test_gradient_method_below_one_and_model_untouched():
 
 def test_options_and_attributes():
     cls = METRICS.get("randomization_spearman")
-    assert cls.higher_is_better is False and cls.version == 2 and cls.needs == {"model", "method"}
+    assert cls.higher_is_better is False and cls.version == 2
     with pytest.raises(ValueError, match="num_layers"):
         cls(num_layers=0)
     with pytest.raises(TypeError, match="seed"):

@@ -118,9 +118,9 @@ def test_guided_backprop_merges_before_rescaling(synthetic_classifier, synthetic
 
 def test_runner_merges_in_the_methods_order(synthetic_classifier, synthetic_batch):
     from attrbench.data.sample import Batch
+    from attrbench.evaluate import score_batch
     from attrbench.interfaces import Metric
     from attrbench.methods.extremal import ExtremalPerturbations
-    from attrbench.runner import _score
 
     class Capture(Metric):
         name = "capture"
@@ -136,7 +136,7 @@ def test_runner_merges_in_the_methods_order(synthetic_classifier, synthetic_batc
                   [f"i{i}" for i in range(b)])
     ep = ExtremalPerturbations(synthetic_classifier, areas=[0.1], max_iter=3)
     cap = Capture()
-    _score("extremal_perturbations", ep, batch, torch.zeros(b, dtype=torch.long),
+    score_batch("extremal_perturbations", ep, batch, torch.zeros(b, dtype=torch.long),
            synthetic_classifier, {"capture": cap}, torch.device("cpu"))
     eb = cap.batch
     raw = ep.attribute(images[eb.pair_image], eb.pair_class, rescale=False)

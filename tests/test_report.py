@@ -16,6 +16,7 @@ from optional import require_executable
 from report_runs import CLASSES, METHODS, base_run, copy_run
 
 from attrbench import plots
+from attrbench.catalog import METRICS
 from attrbench.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -70,6 +71,15 @@ def _enrich(run: Path) -> None:
         }
         r["scores"]["insertion_curve"] = (np.linspace(0, 1, 11) ** 2).tolist()
     (run / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # the curves' metrics in the summary: figures draw the curves of the metrics that declare them
+    summary = json.loads((run / "summary.json").read_text())
+    for k in ("deletion_auc", "insertion_auc"):
+        cls = METRICS.get(k)
+        summary["metrics"][k] = {**cls.describe(), **cls.regression()}
+        for m in summary["methods"]:
+            summary["results"][m]["metrics"][k] = {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+                                                   "n": 3, "n_undefined": 0}
+    (run / "summary.json").write_text(json.dumps(summary))
     yy, xx = np.mgrid[:32, :32]
     img = np.stack([xx * 8, yy * 8, np.full_like(xx, 128)]).astype(np.uint8)
     images = np.stack([img, img[:, ::-1], img[:, :, ::-1]])
@@ -236,6 +246,15 @@ def test_figures_are_skipped_gracefully_without_optional_inputs(tmp_path):
         for k in [k for k in r["scores"] if k.endswith("_curve")]:
             del r["scores"][k]
     (run / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # the curves' metrics in the summary: figures draw the curves of the metrics that declare them
+    summary = json.loads((run / "summary.json").read_text())
+    for k in ("deletion_auc", "insertion_auc"):
+        cls = METRICS.get(k)
+        summary["metrics"][k] = {**cls.describe(), **cls.regression()}
+        for m in summary["methods"]:
+            summary["results"][m]["metrics"][k] = {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+                                                   "n": 3, "n_undefined": 0}
+    (run / "summary.json").write_text(json.dumps(summary))
     for f in (plots.QUALITATIVE_FILE, plots.CLASS_SPECIFICITY_FILE):
         (run / f).unlink(missing_ok=True)
     figs = plots.make_figures(run)

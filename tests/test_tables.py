@@ -11,6 +11,7 @@ import random
 import pytest
 from report_runs import METHODS, METRICS, base_run, copy_run
 
+from attrbench.catalog import METHODS as METHOD_REGISTRY
 from attrbench.results import read_rows, summarize, write_summary
 from attrbench.tables import (
     DAGGER,
@@ -54,6 +55,9 @@ def _fake_summary(values: dict[str, dict[str, float]], hib: dict[str, bool]) -> 
             }
             for m, vals in values.items()
         },
+        # as summarize writes it: the methods whose class declares ``sanity``
+        "sanity_methods": [m for m in values
+                           if m in METHOD_REGISTRY and METHOD_REGISTRY.get(m).sanity],
     }
 
 

@@ -1,0 +1,80 @@
+"""The run folder's side files, written after the evaluation: the metrics' matrices (the
+class-specificity matrices), the qualitative grid's images and masks, and ``timings.json``.
+
+On a resumed run only what this process computed is available: the qualitative grid is written
+only when every method contributed to it; matrices hold the images this process evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .evaluate import Collected
+from .interfaces import AttributionMethod, Metric
+from .presets import Preset
+
+TIMINGS_FILE = "timings.json"
+
+
+def write_side_files(out: Path, dataset, preset: Preset, methods: dict[str, AttributionMethod],
+                     metrics: dict[str, Metric], collected: Collected) -> None:
+    """Matrices of every matrix group the metrics declare, and the qualitative grid."""
+    from . import plots
+
+    for group, per_method in collected.matrices.items():
+        owner = next(type(m) for m in metrics.values() if m.matrix_group == group)
+        records = {m: owner.matrix_record(rows, list(dataset.classes))
+                   for m, rows in per_method.items()}
+        plots.save_class_specificity(out, records, name=group)
+    qualitative = collected.qualitative
+    if not qualitative or set(qualitative) != set(methods):
+        return
+    ids = next(iter(qualitative.values()))[0]
+    if not all(v[0] == ids for v in qualitative.values()):
+        return
+    n = min(8, len(ids))
+    samples = [dataset[dataset.ids.index(i)] for i in ids[:n]]
+    images = torch.stack([s.image for s in samples])
+    labels = torch.stack([s.labels for s in samples])
+    masks = {m: v[1][:n] for m, v in qualitative.items()}
+    plots.save_qualitative(out, plots.images_to_uint8(images, preset.mean, preset.std), masks,
+                           list(dataset.classes), labels, image_ids=ids[:n])
+
+
+def write_timings(out: Path, timings: dict[str, Any]) -> Path:
+    """``timings.json``: where the run's wall time went (see :class:`attrbench.evaluate.
+    Timings`); a resumed run records the time of its last part only."""
+    from .results import atomic_write_text
+
+    path = Path(out) / TIMINGS_FILE
+    atomic_write_text(path, json.dumps(timings, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def read_timings(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / TIMINGS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def format_timings(timings: dict[str, Any]) -> str:
+    """A few lines: total, data loading, each method's and each metric's seconds (largest
+    first) with their share of the total."""
+    total = timings.get("total_s") or 0.0
+
+    def part(label: str, items: dict[str, float]) -> str:
+        ranked = sorted(items.items(), key=lambda kv: -kv[1])
+        return f"  {label}: " + ", ".join(
+            f"{k} {v:.1f} s" + (f" ({100 * v / total:.0f}%)" if total > 0 else "")
+            for k, v in ranked)
+
+    lines = [(f"wall time {total:.1f} s: data {timings.get('data_s', 0.0):.1f} s, other "
+             f"{timings.get('other_s', 0.0):.1f} s")]
+    if timings.get("methods_s"):
+        lines.append(part("methods", timings["methods_s"]))
+    if timings.get("metrics_s"):
+        lines.append(part("metrics", timings["metrics_s"]))
+    return "\n".join(lines)
