@@ -68,6 +68,8 @@ _P = "attrbench.metrics.perturbation"
 METRICS.register("deletion_auc", f"{_P}:DeletionAUC")
 METRICS.register("insertion_auc", f"{_P}:InsertionAUC")
 METRICS.register("saliency", f"{_P}:SaliencyMetric")
+METRICS.register("road_morf", "attrbench.metrics.road:ROADMoRF", default=False)
+METRICS.register("road_lerf", "attrbench.metrics.road:ROADLeRF", default=False)
 _S = "attrbench.metrics.sparsity"
 METRICS.register("gini", f"{_S}:Gini")
 METRICS.register("area", f"{_S}:Area")
