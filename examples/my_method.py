@@ -7,7 +7,6 @@ attrbench wraps the function into an AttributionMethod: gradients are enabled wh
 each returned map is min-max rescaled to [0, 1] (see ``attrbench.plugins``).
 """
 
-import torch
 import torch.nn.functional as F
 
 
