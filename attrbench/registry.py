@@ -212,8 +212,8 @@ class Registry(Generic[T]):
         if ":" in name and name.split(":", 1)[0].lower() in self._prefix_factories:
             return name
         key = self._key(name)
-        if key not in self._lookup and self._load_entry_points():
-            key = self._key(name)
+        if key not in self._lookup:
+            self._load_entry_points()  # an installed plugin's name, read on the first miss
         if key in self._lookup:
             return self._lookup[key]
         if self._adapt is not None and is_import_path(name.strip()):
