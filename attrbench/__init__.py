@@ -16,7 +16,8 @@ def __getattr__(name: str):
 
 
 def create_method(name: str, model, **options):
-    """Build an attribution method by registry name (or ``captum:<Class>``)."""
+    """Build an attribution method by registry name, ``captum:<Class>`` or import path
+    ``package.module:Attr`` (see ``attrbench.plugins``)."""
     from .catalog import METHODS
 
     return METHODS.get(name)(model, **options)

@@ -7,10 +7,16 @@ as ``"module:Attr"`` strings so that ``attrbench --help`` and ``attrbench list``
 from __future__ import annotations
 
 from .interfaces import AttributionMethod, Metric
+from .plugins import METHOD_GROUP, METRIC_GROUP, entry_point_source, method_plugin, metric_plugin
 from .registry import Registry
 
-METHODS: Registry[type[AttributionMethod]] = Registry("method", base=AttributionMethod)
-METRICS: Registry[type[Metric]] = Registry("metric", base=Metric)
+# Besides the names below, METHODS and METRICS take plugins (attrbench.plugins): any
+# "package.module:Attr" import path, and the entry points of installed packages.
+METHODS: Registry[type[AttributionMethod]] = Registry(
+    "method", base=AttributionMethod, adapt=method_plugin,
+    entry_points=entry_point_source(METHOD_GROUP))
+METRICS: Registry[type[Metric]] = Registry(
+    "metric", base=Metric, adapt=metric_plugin, entry_points=entry_point_source(METRIC_GROUP))
 MODELS: Registry = Registry("model")
 EXPLAINER_ARCHS: Registry = Registry("explainer architecture")
 PRESETS: Registry = Registry("preset")

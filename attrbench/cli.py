@@ -14,14 +14,19 @@ from typing import Any
 
 
 def _kv_options(items: list[str] | None, what: str) -> dict[str, dict[str, Any]]:
-    """``--method-option rise.num_masks=500`` -> {"rise": {"num_masks": 500}} (JSON values)."""
+    """``--method-option rise.num_masks=500`` -> {"rise": {"num_masks": 500}} (JSON values).
+
+    NAME is split from KEY at the last ``.`` before the first ``=``: a KEY is a Python keyword
+    argument and never contains a dot, while a NAME may (``constant_0.5``, an import path such
+    as ``mypkg.saliency:MyMethod``, an entry point named ``acme.sal``).
+    """
     out: dict[str, dict[str, Any]] = {}
     for item in items or []:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"--{what}-option expects NAME.KEY=VALUE, got '{item}'")
-        left, value = item.split("=", 1)
-        name, key = left.split(".", 1) if not left.startswith("constant_0.") else (
-            left.rsplit(".", 1))
+        left, eq, value = item.partition("=")
+        name, dot, key = left.rpartition(".")
+        if not eq or not dot or not name or not key.isidentifier():
+            raise ValueError(f"--{what}-option expects NAME.KEY=VALUE (KEY a keyword argument "
+                             f"name), got '{item}'")
         try:
             parsed = json.loads(value)
         except json.JSONDecodeError:
@@ -94,12 +99,20 @@ def _cmd_list(args) -> int:
                   + (f"  (aliases: {', '.join(al)})" if al else ""))
         print("captum:<Name>            any captum.attr attribution class")
         print("gradcam-lib:<Name>       any CAM of the grad-cam package (optional extra)")
+        print("<package.module>:<Attr>  your AttributionMethod subclass or saliency function")
     elif args.what == "metrics":
+        from .registry import RegistryError
+
         for n in METRICS.names():
-            cls = METRICS.get(n)
+            try:
+                cls = METRICS.get(n)
+            except RegistryError as exc:  # a broken plugin must not hide the others
+                print(f"{n:28s} ?  failed to load: {exc}")
+                continue
             arrow = "↑" if cls.higher_is_better else "↓"
             off = "" if METRICS.meta(n).get("default", True) else "  [off by default]"
             print(f"{n:28s} {arrow}  {cls.definition}{off}")
+        print("<package.module>:<Attr>        your Metric subclass")
     elif args.what == "presets":
         for n in PRESETS.names():
             print(f"{n:20s} {PRESETS.meta(n).get('summary', '')}")
