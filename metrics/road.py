@@ -418,9 +418,9 @@ class _ROADMetric(Metric):
                          batch_size=batch_size, seed=seed, tol=tol, keep_curves=keep_curves)
         self.fractions, self.noise, self.score_kind = fractions, noise, score
         self.batch_size, self.seed, self.tol, self.keep_curves = batch_size, seed, tol, keep_curves
-        #: image id -> {class id: curve (one float per fraction)}; filled by :meth:`score`. Not
-        #: named ``curves``: the runner stores a metric's ``curves`` under the metric's own name
-        #: with ``_auc`` replaced, which would overwrite the score.
+        #: image id -> {class id: curve (one float per fraction)}; filled by :meth:`score` for
+        #: programmatic use. Not handed to the run folder (no ``curve_key``): the report's curve
+        #: figure assumes fractions 0..1 in equal steps, ROAD's are 0.1..0.9.
         self.road_curves: dict[str, dict[int, list[float]]] = {}
         self._seen = 0
 
