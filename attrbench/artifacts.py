@@ -16,20 +16,19 @@ import torch
 from .evaluate import Collected
 from .interfaces import AttributionMethod, Metric
 from .presets import Preset
-
-TIMINGS_FILE = "timings.json"
+from .rundir import TIMINGS_FILE
 
 
 def write_side_files(out: Path, dataset, preset: Preset, methods: dict[str, AttributionMethod],
                      metrics: dict[str, Metric], collected: Collected) -> None:
     """Matrices of every matrix group the metrics declare, and the qualitative grid."""
-    from . import plots
+    from . import sidefiles
 
     for group, per_method in collected.matrices.items():
         owner = next(type(m) for m in metrics.values() if m.matrix_group == group)
         records = {m: owner.matrix_record(rows, list(dataset.classes))
                    for m, rows in per_method.items()}
-        plots.save_class_specificity(out, records, name=group)
+        sidefiles.save_class_specificity(out, records, name=group)
     qualitative = collected.qualitative
     if not qualitative or set(qualitative) != set(methods):
         return
@@ -41,14 +40,14 @@ def write_side_files(out: Path, dataset, preset: Preset, methods: dict[str, Attr
     images = torch.stack([s.image for s in samples])
     labels = torch.stack([s.labels for s in samples])
     masks = {m: v[1][:n] for m, v in qualitative.items()}
-    plots.save_qualitative(out, plots.images_to_uint8(images, preset.mean, preset.std), masks,
+    sidefiles.save_qualitative(out, sidefiles.images_to_uint8(images, preset.mean, preset.std), masks,
                            list(dataset.classes), labels, image_ids=ids[:n])
 
 
 def write_timings(out: Path, timings: dict[str, Any]) -> Path:
     """``timings.json``: where the run's wall time went (see :class:`attrbench.evaluate.
     Timings`); a resumed run records the time of its last part only."""
-    from .results import atomic_write_text
+    from .rundir import atomic_write_text
 
     path = Path(out) / TIMINGS_FILE
     atomic_write_text(path, json.dumps(timings, indent=1, sort_keys=True) + "\n")

@@ -177,7 +177,7 @@ def make_baseline(run_dir: str | Path, out_path: str | Path) -> Path:
     Returns:
         ``out_path`` as a Path.
     """
-    from .results import _clean, atomic_write_text
+    from .rundir import atomic_write_text, clean_json
 
     run_dir = Path(run_dir)
     summary = _read_json(run_dir / "summary.json", "run summary")
@@ -226,7 +226,7 @@ def make_baseline(run_dir: str | Path, out_path: str | Path) -> Path:
     }
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(_clean(base), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out, json.dumps(clean_json(base), indent=2, ensure_ascii=False) + "\n")
     return out
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .ops import minmax_rescale
+from .rundir import clean_json
 
 __all__ = [
     "AttributionMethod",
@@ -311,24 +312,12 @@ class AttributionMethod:
             "merge": self.merge,
             "classifier_use": self.classifier_use,
             "sanity": self.sanity,
-            "options": {k: _jsonable(v) for k, v in self.options.items()},
+            "options": clean_json(dict(self.options)),
         }
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"{type(self).__name__}({opts})"
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, nn.Module):
-        return type(v).__name__
-    return repr(v)
 
 
 # ---------------------------------------------------------------------------------- metrics

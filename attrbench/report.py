@@ -257,7 +257,7 @@ def write_report(run_dir: str | Path) -> Path:
         FileNotFoundError: ``run_dir`` is not a run folder.
     """
     from .plots import make_figures
-    from .results import atomic_write_text
+    from .rundir import atomic_write_text
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

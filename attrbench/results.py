@@ -24,12 +24,15 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .rundir import atomic_write_text, clean_json
+
 SCHEMA_VERSION = 1
+
+__all__ = ["atomic_write_text", "clean_json"]  # re-exported: the one writer and cleaner
 
 
 class ConfigMismatchError(ValueError):
@@ -38,36 +41,6 @@ class ConfigMismatchError(ValueError):
 
 class DamagedRunError(ValueError):
     """A run folder's ``scores.jsonl`` holds a damaged line before its last one."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _clean(v: Any) -> Any:
-    """JSON-safe values: NaN/inf -> None, tensors -> lists, dict keys -> str."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if hasattr(v, "tolist"):
-        return _clean(v.tolist())
-    return v
 
 
 def _git(*args: str) -> str | None:
@@ -127,7 +100,7 @@ class ResultStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path = self.root / "config.json"
         self.scores_path = self.root / scores_name
-        config = _clean(config)
+        config = clean_json(config)
         if self.config_path.exists():
             old = json.loads(self.config_path.read_text())
             if old.get("config") != config:
@@ -138,7 +111,7 @@ class ResultStore:
                     f"{', '.join(diff)}); use another --out or the same options to resume")
         else:
             atomic_write_text(self.config_path, json.dumps(
-                {"schema": SCHEMA_VERSION, "config": config, "environment": _clean(environment)},
+                {"schema": SCHEMA_VERSION, "config": config, "environment": clean_json(environment)},
                 indent=2))
         self.config = config
         self._repair_tail()
@@ -186,7 +159,7 @@ class ResultStore:
             if key in self._done:
                 continue
             self._done.add(key)
-            lines.append(json.dumps(_clean(r), sort_keys=True))
+            lines.append(json.dumps(clean_json(r), sort_keys=True))
         if lines:
             self._fh.write("\n".join(lines) + "\n")
             self._fh.flush()
@@ -269,46 +242,6 @@ def merge_shards(run_dir: str | Path, image_order: dict[str, int], method_order:
     return len(lines)
 
 
-def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean over images (seeded: summaries are reproducible)."""
-    import torch
-
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if len(vals) < 2:
-        return (math.nan, math.nan)
-    x = torch.tensor(vals, dtype=torch.float64)
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(vals), (n_boot, len(vals)), generator=g)
-    return _percentiles(x[idx].mean(1), level)
-
-
-def _percentiles(stats, level: float) -> tuple[float, float]:
-    import torch
-
-    stats = stats[torch.isfinite(stats)]
-    if stats.numel() < 2:
-        return (math.nan, math.nan)
-    return (float(torch.quantile(stats, (1 - level) / 2)),
-            float(torch.quantile(stats, 1 - (1 - level) / 2)))
-
-
-def bootstrap_ci_of(aggregate, values: list[Any], n_boot: int = 1000, seed: int = 0,
-                    level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of a metric's own summary statistic: images are resampled and
-    ``aggregate`` (e.g. the pointing game's mean of per-class accuracies, the median time) is
-    recomputed on each resample, so the interval is about the value the table shows."""
-    import torch
-
-    if sum(1 for v in values if v is not None) < 2:
-        return (math.nan, math.nan)
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(values), (n_boot, len(values)), generator=g).tolist()
-    stats = torch.tensor([aggregate([values[i] for i in row]) for row in idx],
-                         dtype=torch.float64)
-    return _percentiles(stats, level)
-
-
 def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
               reference: str | None = None, test: str = "bootstrap") -> dict[str, Any]:
     """Aggregate ``scores.jsonl`` into the summary dict (order: the run's methods and metrics).
@@ -321,11 +254,11 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     raised <Error>``, ...) and ``metric_errors`` (ok rows on which a metric raised, by reason).
     ``paired`` holds every method's paired comparison with ``reference``
     (default: ``explainer`` if present, else the first method) on the images both scored; see
-    :func:`attrbench.tables.paired_comparisons` (``test``: ``"bootstrap"`` or ``"wilcoxon"``).
+    :func:`attrbench.stats.paired_comparisons` (``test``: ``"bootstrap"`` or ``"wilcoxon"``).
     """
     from .catalog import METHODS, METRICS
     from .interfaces import Metric
-    from .tables import paired_comparisons
+    from .stats import bootstrap_ci, bootstrap_ci_of, paired_comparisons
 
     per: dict[str, dict[str, list]] = {m: {k: [] for k in metrics} for m in methods}
     ids: dict[str, list[str]] = {m: [] for m in methods}
@@ -383,7 +316,7 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     out["paired"] = paired_comparisons(per_image, methods, metrics, reference=reference, test=test,
                                        skip=cost)
     out["sanity_methods"] = [m for m in methods if m in METHODS and METHODS.get(m).sanity]
-    return _clean(out)
+    return clean_json(out)
 
 
 def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -11,43 +11,33 @@ Everything here works from the summary dict that :func:`attrbench.results.summar
   with the reference as separate columns (machine-readable, full precision).
 * ``summary.json`` the summary dict itself (written by :func:`attrbench.results.write_summary`).
 
-Statistics:
-
-* CI: percentile bootstrap of the mean of the per-image values (computed in ``summarize``).
-* Paired comparison (:func:`paired_comparisons`): every method against a reference method
-  (default :func:`default_reference`: ``explainer`` when present, else the first method), on the
-  images that *both* methods scored with a finite value. Default test: a paired percentile
-  bootstrap of the mean difference (the same resampling as the CIs, no extra dependency,
-  deterministic); ``test="wilcoxon"`` uses :func:`scipy.stats.wilcoxon` (two-sided) instead.
-  Cost metrics (``kind = "cost"``, :func:`cost_metrics`) are never tested: their per-image
-  values are batch averages, not independent observations.
+The statistics behind the cells (bootstrap CIs, paired comparisons) are computed by
+:mod:`attrbench.stats` when the summary is made; this module only renders them. Cost metrics
+(``kind = "cost"``, :func:`cost_metrics`) are never tested.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from .stats import ALPHA
+
 __all__ = [
-    "ALPHA",
     "best_methods",
-    "default_reference",
+    "cost_metrics",
     "fmt",
-    "paired_bootstrap",
-    "paired_comparisons",
-    "paired_wilcoxon",
     "render_csv",
     "render_html",
     "render_latex",
     "render_markdown",
     "render_paired_html",
+    "sanity_methods",
     "summary_frame",
 ]
 
-#: Significance level of the paired comparisons.
-ALPHA = 0.05
 
 def cost_metrics(summary: Mapping[str, Any]) -> frozenset[str]:
     """The summary's cost metrics (``kind = "cost"``: time, calls, memory): reported, never
@@ -62,160 +52,12 @@ def sanity_methods(summary: Mapping[str, Any]) -> frozenset[str]:
     ideal mask would always win)."""
     return frozenset(summary.get("sanity_methods") or ())
 
+
 DAGGER = "†"
-N_BOOT_PAIRED = 2000
-
-
-# ------------------------------------------------------------------------------- statistics
-def default_reference(methods: Sequence[str]) -> str | None:
-    """``"explainer"`` when it is in the run, else the first method (None when there is none)."""
-    if "explainer" in methods:
-        return "explainer"
-    return methods[0] if methods else None
-
-
-def _finite_pairs(a: Sequence[float], b: Sequence[float]) -> tuple[list[float], list[float]]:
-    if len(a) != len(b):
-        raise ValueError(f"paired samples must have the same length, got {len(a)} and {len(b)}")
-    keep = [
-        (x, y)
-        for x, y in zip(a, b)
-        if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
-    ]
-    return [x for x, _ in keep], [y for _, y in keep]
-
-
-def paired_bootstrap(
-    a: Sequence[float],
-    b: Sequence[float],
-    n_boot: int = N_BOOT_PAIRED,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, Any]:
-    """Paired percentile bootstrap of the mean difference ``mean(a - b)``.
-
-    The same image indices are resampled for both samples (the pairing is kept). The two-sided
-    p-value is ``2 * min(P*(mean* <= 0), P*(mean* >= 0))`` with the usual ``+1`` correction, so
-    identical samples give ``p = 1`` and it is never exactly 0.
-
-    Args:
-        a, b: per-image values of the two methods, aligned (same image at the same index);
-            pairs with a NaN/None on either side are dropped.
-
-    Returns:
-        ``{"diff", "ci_low", "ci_high", "p", "n"}``; ``p`` is NaN when fewer than 2 pairs.
-    """
-    import torch
-
-    x, y = _finite_pairs(a, b)
-    n = len(x)
-    if n == 0:
-        return {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "n": 0}
-    d = torch.tensor(x, dtype=torch.float64) - torch.tensor(y, dtype=torch.float64)
-    diff = float(d.mean())
-    if n < 2:
-        return {"diff": diff, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "n": n}
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (n_boot, n), generator=g)
-    means = d[idx].mean(1)
-    # exact ties at 0 (identical methods) count on both sides
-    eps = 1e-12 * max(1.0, float(d.abs().max()))
-    le = int((means <= eps).sum())
-    ge = int((means >= -eps).sum())
-    p = min(1.0, 2.0 * min(le + 1, ge + 1) / (n_boot + 1))
-    lo = float(torch.quantile(means, (1 - level) / 2))
-    hi = float(torch.quantile(means, 1 - (1 - level) / 2))
-    return {"diff": diff, "ci_low": lo, "ci_high": hi, "p": p, "n": n}
-
-
-def paired_wilcoxon(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """Two-sided Wilcoxon signed-rank test of ``a - b`` (scipy); same keys as
-    :func:`paired_bootstrap` (no CI: ``ci_low``/``ci_high`` are NaN). All-zero differences give
-    ``p = 1``."""
-    try:
-        from scipy.stats import wilcoxon
-    except ImportError as exc:  # pragma: no cover - scipy is installed with scikit-learn
-        raise ValueError("test='wilcoxon' needs scipy; install it or use test='bootstrap'") from exc
-    x, y = _finite_pairs(a, b)
-    n = len(x)
-    diff = sum(u - v for u, v in zip(x, y)) / n if n else math.nan
-    out = {"diff": diff, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "n": n}
-    if n < 2:
-        return out
-    if all(u == v for u, v in zip(x, y)):
-        out["p"] = 1.0
-        return out
-    out["p"] = float(wilcoxon(x, y, zero_method="wilcox", alternative="two-sided").pvalue)
-    return out
-
-
-_TESTS = {"bootstrap": paired_bootstrap, "wilcoxon": paired_wilcoxon}
-_TEST_NAMES = {
-    "bootstrap": f"paired bootstrap of the mean difference ({N_BOOT_PAIRED} resamples)",
-    "wilcoxon": "Wilcoxon signed-rank test (scipy, two-sided)",
-}
-
-
-def paired_comparisons(
-    per_image: Mapping[str, Mapping[str, Mapping[str, float]]],
-    methods: Sequence[str],
-    metrics: Sequence[str],
-    reference: str | None = None,
-    test: str = "bootstrap",
-    alpha: float = ALPHA,
-    skip: frozenset[str] = frozenset(),
-) -> dict[str, Any]:
-    """Compare every method with ``reference`` on the images both scored.
-
-    Args:
-        per_image: ``{method: {metric: {image_id: float}}}`` (per-image values already reduced
-            to floats, e.g. by ``Metric.image_value``).
-        methods, metrics: order of the table.
-        reference: the reference method; default :func:`default_reference`.
-        test: ``"bootstrap"`` (default) or ``"wilcoxon"``.
-        alpha: significance level.
-        skip: metrics that are not tested (``summarize`` passes the cost metrics).
-
-    Returns:
-        ``{"reference", "test", "alpha", "results": {method: {metric: {"diff", "ci_low",
-        "ci_high", "p", "n", "significant"}}}}``; the reference itself and skipped metrics are
-        absent from ``results``.
-    """
-    if test not in _TESTS:
-        raise ValueError(f"test must be one of {sorted(_TESTS)}, got {test!r}")
-    ref = reference if reference is not None else default_reference(list(methods))
-    if ref is not None and ref not in methods:
-        raise ValueError(
-            f"reference method {ref!r} is not in the run; expected one of {list(methods)}"
-        )
-    out: dict[str, Any] = {
-        "reference": ref,
-        "test": _TEST_NAMES[test],
-        "alpha": alpha,
-        "results": {},
-    }
-    if ref is None:
-        return out
-    fn = _TESTS[test]
-    for m in methods:
-        if m == ref:
-            continue
-        res = {}
-        for k in metrics:
-            if k in skip:
-                continue
-            a_map = per_image.get(m, {}).get(k, {})
-            b_map = per_image.get(ref, {}).get(k, {})
-            common = sorted(set(a_map) & set(b_map))
-            r = fn([a_map[i] for i in common], [b_map[i] for i in common])
-            r["significant"] = bool(math.isfinite(r["p"]) and r["p"] < alpha)
-            res[k] = r
-        out["results"][m] = res
-    return out
+NOT_APPLICABLE = "n/a"
 
 
 # ------------------------------------------------------------------------------- table model
-NOT_APPLICABLE = "n/a"
 
 
 def cell_text(c: Mapping[str, Any]) -> str:

@@ -23,8 +23,9 @@ import torch
 from PIL import Image
 
 from attrbench.cli import main
+from attrbench.config import image_seed
 from attrbench.interfaces import AttributionMethod
-from attrbench.runner import RunConfig, image_seed, run
+from attrbench.runner import RunConfig, run
 
 REPO = Path(__file__).resolve().parents[1]
 CKPT = REPO / "attrbench" / "weights" / "synthetic_cnn.pt"

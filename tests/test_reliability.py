@@ -250,11 +250,11 @@ def test_registry_unregister():
     reg = Registry("widget")
     obj = object()
     reg.register("spanner", obj, aliases=["wrench"])
-    reg.register("lazy", "attrbench.tables:ALPHA")
+    reg.register("lazy", "attrbench.stats:ALPHA")
     assert reg.unregister("Wrench") is obj
     assert "spanner" not in reg and "wrench" not in reg and reg.names() == ["lazy"]
     reg.register("spanner", obj, aliases=["wrench"])  # the names are free again
-    assert reg.unregister("lazy") == "attrbench.tables:ALPHA"
+    assert reg.unregister("lazy") == "attrbench.stats:ALPHA"
     with pytest.raises(UnknownNameError):
         reg.unregister("lazy")
 

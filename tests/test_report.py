@@ -15,7 +15,7 @@ import pytest
 from optional import require_executable
 from report_runs import CLASSES, METHODS, base_run, copy_run
 
-from attrbench import plots
+from attrbench import plots, sidefiles
 from attrbench.catalog import METRICS
 from attrbench.report import write_report
 
@@ -84,7 +84,7 @@ def _enrich(run: Path) -> None:
     img = np.stack([xx * 8, yy * 8, np.full_like(xx, 128)]).astype(np.uint8)
     images = np.stack([img, img[:, ::-1], img[:, :, ::-1]])
     blob = ((xx - 16) ** 2 + (yy - 16) ** 2 < 64).astype(np.float32)
-    plots.save_qualitative(
+    sidefiles.save_qualitative(
         run,
         images,
         {m: np.stack([blob * (i + 1) / 3 for i in range(3)]) for m in METHODS},
@@ -92,7 +92,7 @@ def _enrich(run: Path) -> None:
         np.eye(3, 6, dtype=np.uint8),
         image_ids=["a", "b", "c"],
     )
-    plots.save_class_specificity(
+    sidefiles.save_class_specificity(
         run, {m: {"classes": CLASSES[:3], "matrix": rng.random((3, 4))} for m in METHODS[:2]}
     )
 
@@ -255,7 +255,7 @@ def test_figures_are_skipped_gracefully_without_optional_inputs(tmp_path):
             summary["results"][m]["metrics"][k] = {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6,
                                                    "n": 3, "n_undefined": 0}
     (run / "summary.json").write_text(json.dumps(summary))
-    for f in (plots.QUALITATIVE_FILE, plots.CLASS_SPECIFICITY_FILE):
+    for f in (sidefiles.QUALITATIVE_FILE, sidefiles.CLASS_SPECIFICITY_FILE):
         (run / f).unlink(missing_ok=True)
     figs = plots.make_figures(run)
     keys = [f.key for f in figs]
@@ -264,9 +264,9 @@ def test_figures_are_skipped_gracefully_without_optional_inputs(tmp_path):
     assert not optional & set(keys)
     assert (run / "figures" / "summary_bars.pdf").exists()
     # a malformed optional file: skipped with a message in the report, not a crash
-    (run / plots.CLASS_SPECIFICITY_FILE).write_text(json.dumps({"m": {"classes": ["a"]}}))
+    (run / sidefiles.CLASS_SPECIFICITY_FILE).write_text(json.dumps({"m": {"classes": ["a"]}}))
     text = write_report(run).read_text()
-    assert "Figure skipped" in text and plots.CLASS_SPECIFICITY_FILE in text
+    assert "Figure skipped" in text and sidefiles.CLASS_SPECIFICITY_FILE in text
     with pytest.raises(ValueError, match="class_specificity.json"):
         plots.make_figures(run)
 
@@ -331,19 +331,19 @@ def test_curves_from_rows_averages_classes():
 def test_save_qualitative_round_trip_and_validation(tmp_path):
     imgs = np.zeros((2, 3, 8, 8), dtype=np.uint8)
     masks = {"gradcam": np.full((2, 8, 8), 1.5), "rise": np.full((2, 8, 8), np.nan)}
-    path = plots.save_qualitative(tmp_path, imgs, masks, ["a", "b"], np.array([[1, 0], [1, 1]]))
-    d = plots.load_qualitative(path)
+    path = sidefiles.save_qualitative(tmp_path, imgs, masks, ["a", "b"], np.array([[1, 0], [1, 1]]))
+    d = sidefiles.load_qualitative(path)
     assert d["masks"].dtype == np.float16 and d["masks"].shape == (2, 2, 8, 8)
     assert list(d["methods"]) == ["gradcam", "rise"]
     assert float(d["masks"][0].max()) == 1.0 and float(d["masks"][1].max()) == 0.0
     assert d["labels"].tolist() == [[1, 0], [1, 1]]
     with pytest.raises(ValueError, match=r"uint8 array of shape \(N, 3, H, W\)"):
-        plots.save_qualitative(tmp_path, imgs.astype(np.float32), masks, ["a", "b"], np.eye(2))
+        sidefiles.save_qualitative(tmp_path, imgs.astype(np.float32), masks, ["a", "b"], np.eye(2))
     with pytest.raises(ValueError, match="masks of method 'x' must have shape"):
-        plots.save_qualitative(tmp_path, imgs, {"x": np.zeros((2, 4, 4))}, ["a", "b"], np.eye(2))
+        sidefiles.save_qualitative(tmp_path, imgs, {"x": np.zeros((2, 4, 4))}, ["a", "b"], np.eye(2))
     with pytest.raises(ValueError, match="labels must be multi-hot"):
-        plots.save_qualitative(tmp_path, imgs, masks, ["a", "b", "c"], np.eye(2))
-    u8 = plots.images_to_uint8(np.zeros((1, 3, 2, 2)), [0.5, 0.5, 0.5], [0.2, 0.2, 0.2])
+        sidefiles.save_qualitative(tmp_path, imgs, masks, ["a", "b", "c"], np.eye(2))
+    u8 = sidefiles.images_to_uint8(np.zeros((1, 3, 2, 2)), [0.5, 0.5, 0.5], [0.2, 0.2, 0.2])
     assert u8.dtype == np.uint8 and int(u8.max()) == 128
 
 

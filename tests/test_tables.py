@@ -13,11 +13,10 @@ from report_runs import METHODS, METRICS, base_run, copy_run
 
 from attrbench.catalog import METHODS as METHOD_REGISTRY
 from attrbench.results import read_rows, summarize, write_summary
+from attrbench.stats import paired_bootstrap, paired_wilcoxon
 from attrbench.tables import (
     DAGGER,
     best_methods,
-    paired_bootstrap,
-    paired_wilcoxon,
     render_html,
     render_latex,
     render_markdown,
@@ -245,7 +244,7 @@ def test_bootstrap_ci_is_about_the_metric_own_summary_value():
     time: the interval is the bootstrap of that statistic, so it brackets the value shown; the
     mean of the per-image values would not (here 0.9 against a per-class mean of 0.5)."""
     from attrbench.catalog import METRICS
-    from attrbench.results import bootstrap_ci, bootstrap_ci_of
+    from attrbench.stats import bootstrap_ci, bootstrap_ci_of
 
     pg = METRICS.get("pointing_game")
     # class 0: 90 images, all hits; class 1: 10 images, all misses
