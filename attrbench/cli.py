@@ -57,6 +57,9 @@ def _add_run(sub) -> None:
     p.add_argument("--reference", default="explainer",
                    help="method the paired comparison tests against (default: explainer)")
     p.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    p.add_argument("--columns", metavar="all|a,b,c",
+                   help="metrics of the printed table (default: the headline metrics, fitted to "
+                        "100 columns); the run's files always hold every metric")
     p.add_argument("--devices", type=int, default=1,
                    help="evaluate on N processes (Lightning Fabric; gloo on CPU, NCCL on GPUs)")
     p.add_argument("--no-progress", action="store_true")
@@ -78,8 +81,15 @@ def _cmd_run(args) -> int:
         progress=not args.no_progress, reference=args.reference, report=not args.no_report,
         devices=args.devices,
     )
+    if args.columns and args.columns != "all":  # names that cannot be shown fail before the run
+        from .catalog import METRICS
+
+        for k in args.columns.split(","):
+            METRICS.get(k.strip())
+            if cfg.metrics and k.strip() not in cfg.metrics:
+                raise ValueError(f"--columns names '{k.strip()}', which --metrics leaves out")
     out = run(cfg)
-    print(format_summary(out))
+    print(format_summary(out, args.columns))
     print(f"\nrun folder: {out}")
     return 0
 

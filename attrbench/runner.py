@@ -47,8 +47,6 @@ from .results import (
     ResultStore,
     environment_info,
     summarize,
-    summary_table,
-    text_table,
     write_summary,
 )
 
@@ -743,7 +741,9 @@ def _to_py(v: Any) -> Any:
     return v
 
 
-def format_summary(run_dir: str | Path) -> str:
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    header, rows = summary_table(summary)
-    return text_table(header, rows)
+def format_summary(run_dir: str | Path, columns: str | None = None) -> str:
+    """The terminal table (:func:`attrbench.tables.render_text`; ``columns``: None = headline
+    metrics fitted to 100 columns, ``"all"`` or ``"a,b"``)."""
+    from .tables import render_text
+
+    return render_text(json.loads((Path(run_dir) / "summary.json").read_text()), columns)

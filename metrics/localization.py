@@ -354,6 +354,7 @@ class MeanF1(_ImageLevelMetric):
     name = "mean_f1"
     higher_is_better = True
     definition = "mean over t∈{0.25,0.5,0.75} of F1(merged>t, GT foreground)"
+    headline = True
     _fn = staticmethod(mean_f1)
 
 
