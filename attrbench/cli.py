@@ -224,6 +224,12 @@ def _cmd_bench(args) -> int:
     return bench_main(args.bench_args)
 
 
+def _cmd_table(args) -> int:
+    from .paper_table import table_command
+
+    return table_command(args)
+
+
 def _cmd_compare(args) -> int:
     from .compare import compare_main
 
@@ -249,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace a metric's tolerance value, in the unit of its own tolerance "
                         "kind (absolute, relative fraction or flips); 'none': report only "
                         "(repeatable)")
+    p = sub.add_parser("table", help="join runs that differ only in the classifier into a "
+                       "paper-style table (rows: metric x classifier, columns: methods)")
+    from .paper_table import add_arguments
+
+    add_arguments(p)
     p = sub.add_parser("bench", help="speed ratios against the anchors (attrbench bench --help)",
                        add_help=False)
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -277,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "train": _cmd_train, "report": _cmd_report,
-                "compare": _cmd_compare, "data": _cmd_data, "bench": _cmd_bench}
+                "compare": _cmd_compare, "table": _cmd_table, "data": _cmd_data, "bench": _cmd_bench}
     from .data.voc import DataError
     from .models import CheckpointError
     from .registry import RegistryError
