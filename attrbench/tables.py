@@ -778,5 +778,9 @@ def render_text(
         notes.append("more metrics: --columns all, or the run folder's summary.md")
     if dropped:
         notes.append(f"left out to fit {limit} columns: {', '.join(dropped)}")
-    out += ["", "; ".join(notes[:2])] + notes[2:]
+    import textwrap
+
+    out.append("")
+    for note in notes:
+        out += textwrap.wrap(note, limit or TERMINAL_WIDTH, break_on_hyphens=False)
     return "\n".join(out)
