@@ -10,6 +10,8 @@ Everything here works from the summary dict that :func:`attrbench.results.summar
 * ``summary.csv``  one row per method; per metric the value, CI, n and the paired comparison
   with the reference as separate columns (machine-readable, full precision).
 * ``summary.json`` the summary dict itself (written by :func:`attrbench.results.write_summary`).
+* the terminal table ``attrbench run`` prints (:func:`render_text`): the headline metrics
+  (declared by ``Metric.headline``) as ``value±half-width``, fitted to 100 columns.
 
 Statistics:
 
@@ -34,17 +36,22 @@ __all__ = [
     "ALPHA",
     "COST_METRICS",
     "SANITY_METHODS",
+    "TERMINAL_WIDTH",
     "best_methods",
     "default_reference",
     "fmt",
+    "headline_metrics",
     "paired_bootstrap",
     "paired_comparisons",
     "paired_wilcoxon",
+    "plus_minus",
     "render_csv",
     "render_html",
     "render_latex",
     "render_markdown",
     "render_paired_html",
+    "render_text",
+    "select_columns",
     "summary_frame",
 ]
 
