@@ -62,6 +62,9 @@ def _add_run(sub) -> None:
     p.add_argument("--reference", default="explainer",
                    help="method the paired comparison tests against (default: explainer)")
     p.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    p.add_argument("--columns", metavar="all|a,b,c",
+                   help="metrics of the printed table (default: the headline metrics, fitted to "
+                        "100 columns); the run's files always hold every metric")
     p.add_argument("--devices", type=int, default=1,
                    help="evaluate on N processes (Lightning Fabric; gloo on CPU, NCCL on GPUs)")
     p.add_argument("--no-progress", action="store_true")
@@ -83,8 +86,15 @@ def _cmd_run(args) -> int:
         progress=not args.no_progress, reference=args.reference, report=not args.no_report,
         devices=args.devices,
     )
+    if args.columns and args.columns != "all":  # names that cannot be shown fail before the run
+        from .catalog import METRICS
+
+        for k in args.columns.split(","):
+            METRICS.get(k.strip())
+            if cfg.metrics and k.strip() not in cfg.metrics:
+                raise ValueError(f"--columns names '{k.strip()}', which --metrics leaves out")
     out = run(cfg)
-    print(format_summary(out))
+    print(format_summary(out, args.columns))
     print(f"\nrun folder: {out}")
     return 0
 
@@ -227,6 +237,12 @@ def _cmd_bench(args) -> int:
     return bench_main(args.bench_args)
 
 
+def _cmd_table(args) -> int:
+    from .paper_table import table_command
+
+    return table_command(args)
+
+
 def _cmd_compare(args) -> int:
     from .compare import compare_main
 
@@ -252,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace a metric's tolerance value, in the unit of its own tolerance "
                         "kind (absolute, relative fraction or flips); 'none': report only "
                         "(repeatable)")
+    p = sub.add_parser("table", help="join runs that differ only in the classifier into a "
+                       "paper-style table (rows: metric x classifier, columns: methods)")
+    from .paper_table import add_arguments
+
+    add_arguments(p)
     p = sub.add_parser("bench", help="speed ratios against the anchors (attrbench bench --help)",
                        add_help=False)
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -280,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "train": _cmd_train, "report": _cmd_report,
-                "compare": _cmd_compare, "data": _cmd_data, "bench": _cmd_bench}
+                "compare": _cmd_compare, "table": _cmd_table, "data": _cmd_data, "bench": _cmd_bench}
     from .data.voc import DataError
     from .models import CheckpointError
     from .registry import RegistryError

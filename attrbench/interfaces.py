@@ -529,6 +529,9 @@ class Metric:
             metric (None for cost metrics). The default suits a score bounded in [0, 1]; a
             metric on another scale, with small typical values or with discrete outcomes
             declares its own. (Not ``tolerance``: some metrics have an option of that name.)
+        headline: shown in the terminal table that ``attrbench run`` prints by default (a
+            few metrics, one per family, so that the table fits 100 columns); the files of a
+            run always hold every metric.
     """
 
     name: ClassVar[str] = "base"
@@ -543,6 +546,8 @@ class Metric:
     curve_title: ClassVar[str] = ""
     matrix_group: ClassVar[str | None] = None
     figure_axis: ClassVar[str | None] = None
+    #: one of the few metrics of the default terminal table
+    headline: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options: dict[str, Any] = dict(options)

@@ -319,37 +319,6 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     return clean_json(out)
 
 
-def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (strings) of the methods x metrics table."""
-    from .tables import NOT_APPLICABLE, fmt
-
-    metrics = list(summary["metrics"])
-    header = ["method", "n", "failed"] + [
-        f"{k} {'↑' if summary['metrics'][k]['higher_is_better'] else '↓'}" for k in metrics]
-    rows = []
-    for m in summary["methods"]:
-        r = summary["results"][m]
-        rows.append([m, str(r["n_images"]), str(r["n_failed"])]
-                    + [NOT_APPLICABLE if r["metrics"][k].get("not_applicable")
-                       else fmt(r["metrics"][k]["value"]) for k in metrics])
-    return header, rows
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
-    fmt = lambda cells: "  ".join(
-        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
-
-
 def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
     """Write ``summary.json``, ``summary.csv``, ``summary.md`` and ``summary.tex`` (atomically).
 

@@ -31,14 +31,7 @@ from .artifacts import format_timings, read_timings, write_side_files, write_tim
 from .assemble import assemble
 from .config import ConfigError, ResolvedRun, RunConfig, check_names, resolve
 from .evaluate import Timings, evaluate
-from .results import (
-    ResultStore,
-    environment_info,
-    summarize,
-    summary_table,
-    text_table,
-    write_summary,
-)
+from .results import ResultStore, environment_info, summarize, write_summary
 
 __all__ = ["ConfigError", "RunConfig", "RunFailedError", "format_summary", "run"]
 
@@ -138,10 +131,11 @@ def _raise_if_all_failed(out: Path, summary: dict[str, Any]) -> None:
                          f"common reason ({n} rows): {example} (run folder: {out})")
 
 
-def format_summary(run_dir: str | Path) -> str:
-    """The terminal table of a run folder, followed by where its wall time went."""
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    header, rows = summary_table(summary)
-    text = text_table(header, rows)
+def format_summary(run_dir: str | Path, columns: str | None = None) -> str:
+    """The terminal table (:func:`attrbench.tables.render_text`; ``columns``: None = headline
+    metrics fitted to 100 columns, ``"all"`` or ``"a,b"``), then where the wall time went."""
+    from .tables import render_text
+
+    text = render_text(json.loads((Path(run_dir) / "summary.json").read_text()), columns)
     timings = read_timings(run_dir)
     return text + ("\n\n" + format_timings(timings) if timings else "")

@@ -243,6 +243,7 @@ class TimeMs(Metric):
     higher_is_better = False
     version = 1
     definition = "method wall time per image (ms); median over images"
+    headline = True
     kind = "cost"  # depends on the machine: reported, never checked
     regression_tolerance = None
 

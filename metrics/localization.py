@@ -357,6 +357,7 @@ class MeanF1(_ImageLevelMetric):
     name = "mean_f1"
     higher_is_better = True
     definition = "mean over t∈{0.25,0.5,0.75} of F1(merged>t, GT foreground)"
+    headline = True
     _fn = staticmethod(mean_f1)
     figure_axis = "quality"
     #: per image, F1 at each of :data:`F1_CURVE_THRESHOLDS` (side output for the F1 figure)

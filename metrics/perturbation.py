@@ -485,6 +485,7 @@ class DeletionAUC(_CurveMetric):
     higher_is_better = False
     version = 2
     definition = "area under the target score curve as pixels are removed in saliency order"
+    headline = True
     mode = "deletion"
     default_baseline = "zero"
     curve_key = "deletion_curve"
@@ -506,6 +507,7 @@ class InsertionAUC(_CurveMetric):
     higher_is_better = True
     version = 2
     definition = "area under the target score curve as pixels are inserted in saliency order"
+    headline = True
     mode = "insertion"
     default_baseline = "blur"
     curve_key = "insertion_curve"

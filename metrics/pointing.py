@@ -499,6 +499,7 @@ class PointingGame(Metric):
 
     name: ClassVar[str] = "pointing_game"
     higher_is_better: ClassVar[bool] = True
+    headline: ClassVar[bool] = True
     version: ClassVar[int] = 2
     definition: ClassVar[str] = (
         "TorchRay pointing game: first max of the map at original size within < 15 px of the "
@@ -608,6 +609,7 @@ class PointingGameDifficult(PointingGame):
     """
 
     name: ClassVar[str] = "pointing_game_difficult"
+    headline: ClassVar[bool] = False  # the full pointing game is the headline one
     version: ClassVar[int] = 1
     definition: ClassVar[str] = (
         "TorchRay pointing game on its 'difficult' (image, class) subset (flags read from "

@@ -427,6 +427,7 @@ class ClassSpecificityOffDiag(_SpecificityMetric):
     higher_is_better = False
     version = 2
     definition = "mean softmax prob. of class t on the image masked by other classes' masks"
+    headline = True
 
     def _value(self, row: dict[str, Any]) -> float:
         vals = [v for c, v in row["masks"].items() if c != row["target"]]

@@ -1,0 +1,457 @@
+"""Paper-style tables across runs: ``attrbench table RUN [RUN ...]``.
+
+Several run folders that share one protocol and differ only in the classifier (e.g. VOC with
+VGG-16 and with ResNet-50) are joined into one table in the layout of the Explainer paper
+(Stalder et al. 2022): one row per metric and classifier (with a single run, one row per
+metric), one column per method, the best value of each row in bold.
+
+* **Best**: the maximum for a metric whose registered class says ``higher_is_better``, else the
+  minimum (the direction comes from :data:`attrbench.catalog.METRICS`; a metric that is no
+  longer registered falls back to the run's own summary). Ties all win; values are compared at
+  full precision, not as printed. Cost metrics (time, calls, memory) get no bold. Sanity rows
+  (ideal, center, random, constant masks) are not candidates while another method is in the
+  row, as in the per-run summary tables.
+* **CI** (``--ci``): ``value ± h``, ``h`` the half-width of the run's 95 % bootstrap CI.
+* **Protocol check**: before joining, every run's protocol is compared with the first run's:
+  dataset, split, image size, classes, seed, ``--limit``, the number of images evaluated, each
+  shown metric's version and options and each shown method's class and options. A difference
+  is refused with one line naming the option and its two values. Classifier-bound settings may
+  differ: the classifier itself (name, checkpoint, weights fingerprint), the preset name and
+  training settings (paper presets are named per classifier), input normalisation, and the
+  method options in :data:`CLASSIFIER_BOUND_OPTIONS` (an Explainer checkpoint is trained for
+  one classifier; a CAM layer is a layer of one architecture). Options that only change how
+  the work is batched (:data:`EXECUTION_OPTIONS`) do not change numbers and are not compared.
+
+Formats: Markdown (``md``), CSV (one row per metric and classifier, full precision, CI bounds
+as extra columns with ``--ci``, a ``best`` column) and LaTeX (``booktabs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .tables import NOT_APPLICABLE, SANITY_METHODS, tex_escape
+
+__all__ = [
+    "CLASSIFIER_BOUND_OPTIONS",
+    "EXECUTION_OPTIONS",
+    "PaperTable",
+    "ProtocolMismatchError",
+    "RunData",
+    "build_table",
+    "check_protocols",
+    "load_run",
+    "protocol",
+    "render",
+]
+
+#: Method options whose value belongs to the classifier and may differ between joined runs.
+CLASSIFIER_BOUND_OPTIONS = frozenset({"checkpoint", "layer"})
+#: Method and metric options that change how work is batched or stored, not the numbers.
+EXECUTION_OPTIONS = frozenset({"batch_size", "keep_curves"})
+FORMATS = ("md", "csv", "latex")
+_MISSING = object()
+
+
+class ProtocolMismatchError(ValueError):
+    """Runs that do not share one protocol (or cannot be joined for another reason)."""
+
+
+@dataclass
+class RunData:
+    """One run folder: its ``summary.json``, the ``config`` of its ``config.json`` and the
+    label of its rows (the classifier's name)."""
+
+    path: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    label: str = ""
+
+
+@dataclass
+class PaperTable:
+    """The joined table: ``methods`` (columns) and ``rows``, each
+    ``{"metric", "classifier", "higher_is_better", "cost", "cells": {method: cell}}`` with a
+    cell ``{"value", "ci_low", "ci_high", "not_applicable", "best"}`` (None where the run lacks
+    the method)."""
+
+    methods: list[str]
+    rows: list[dict[str, Any]]
+    classifiers: list[str]
+    ci: bool = False
+    digits: int = 3
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------- reading
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise ValueError(  # noqa: TRY004 - bad file content, reported like any bad input
+            f"{what} {path} must hold a JSON object, got {type(d).__name__}")
+    return d
+
+
+def load_run(path: str | Path) -> RunData:
+    """A run folder (or its ``summary.json``): summary and configuration, both required."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"run folder {p} does not exist")
+    folder = p if p.is_dir() else p.parent
+    summary = _read_json(folder / "summary.json", "run summary")
+    for key in ("methods", "metrics", "results"):
+        if key not in summary:
+            raise ValueError(f"{folder / 'summary.json'} is not a run summary (no '{key}')")
+    cfg = _read_json(folder / "config.json", "run configuration")
+    config = cfg.get("config", cfg)
+    name = (config.get("classifier") or {}).get("name") or "classifier"
+    return RunData(folder, summary, config, str(name))
+
+
+# ------------------------------------------------------------------------------- protocol
+def _image_count(summary: Mapping[str, Any]) -> int:
+    """Images a run evaluated: the largest ``n_images + n_failed`` over its methods."""
+    return max((int(r.get("n_images", 0)) + int(r.get("n_failed", 0))
+                for r in summary["results"].values()), default=0)
+
+
+def _flatten(d: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}"))
+        return out
+    return {prefix: d}
+
+
+def protocol(run: RunData, methods: Sequence[str], metrics: Sequence[str]) -> dict[str, Any]:
+    """The settings that define a run's numbers apart from its classifier, as
+    ``{dotted key: value}``, restricted to the given methods and metrics."""
+    cfg = run.config
+    preset = cfg.get("preset")
+    dataset = preset.get("dataset") if isinstance(preset, dict) else preset
+    out: dict[str, Any] = {"dataset": dataset}
+    for k in ("split", "image_size", "num_classes", "classes", "seed", "limit"):
+        out[k] = cfg.get(k)
+    out["images evaluated"] = _image_count(run.summary)
+    for m in methods:
+        d = (cfg.get("methods") or {}).get(m)
+        if d is None:
+            continue
+        out[f"methods.{m}.class"] = d.get("class")
+        opts = {k: v for k, v in (d.get("options") or {}).items()
+                if k not in CLASSIFIER_BOUND_OPTIONS | EXECUTION_OPTIONS}
+        out.update(_flatten(opts, f"methods.{m}.options"))
+    for k in metrics:
+        d = (cfg.get("metrics") or {}).get(k)
+        if d is None:
+            continue
+        out[f"metrics.{k}.version"] = d.get("version")
+        opts = {o: v for o, v in (d.get("options") or {}).items() if o not in EXECUTION_OPTIONS}
+        out.update(_flatten(opts, f"metrics.{k}.options"))
+    return out
+
+
+def _show(v: Any) -> str:
+    return "(not set)" if v is _MISSING else json.dumps(v)
+
+
+def check_protocols(runs: Sequence[RunData], methods: Sequence[str],
+                    metrics: Sequence[str]) -> None:
+    """Raise :class:`ProtocolMismatchError` (one line: the first differing option and its two
+    values) unless every run shares the first run's protocol on the methods and metrics that
+    both runs have among ``methods`` and ``metrics``."""
+    first = runs[0]
+    for other in runs[1:]:
+        shared_m = [m for m in methods
+                    if m in (first.config.get("methods") or {})
+                    and m in (other.config.get("methods") or {})]
+        shared_k = [k for k in metrics
+                    if k in (first.config.get("metrics") or {})
+                    and k in (other.config.get("metrics") or {})]
+        a = protocol(first, shared_m, shared_k)
+        b = protocol(other, shared_m, shared_k)
+        diff = [k for k in list(a) + [k for k in b if k not in a]
+                if a.get(k, _MISSING) != b.get(k, _MISSING)]
+        if diff:
+            key = diff[0]
+            more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
+            raise ProtocolMismatchError(
+                f"runs differ in {key}: {_show(a.get(key, _MISSING))} in {first.path} vs "
+                f"{_show(b.get(key, _MISSING))} in {other.path}{more}; only runs that differ "
+                f"in the classifier can be joined")
+
+
+# ------------------------------------------------------------------------------- table
+def _split(arg: str | Sequence[str] | None) -> list[str] | None:
+    if arg is None:
+        return None
+    items = arg.split(",") if isinstance(arg, str) else list(arg)
+    items = [s.strip() for s in items if s.strip()]
+    return list(dict.fromkeys(items)) or None
+
+
+def _metric_info(name: str, runs: Sequence[RunData]) -> tuple[bool, bool]:
+    """``(higher_is_better, is_cost)`` from the registry, else from a run's summary."""
+    from .catalog import METRICS
+    from .registry import RegistryError
+
+    try:
+        cls = METRICS.get(name)
+        return bool(cls.higher_is_better), cls.kind == "cost"
+    except RegistryError:
+        for r in runs:
+            d = r.summary["metrics"].get(name)
+            if d is not None:
+                cost = bool(d.get("cost")) or d.get("kind") == "cost"
+                return bool(d.get("higher_is_better", True)), cost
+    raise ValueError(f"metric '{name}' is neither registered nor in any run")  # pragma: no cover
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _mark_best(cells: dict[str, dict[str, Any] | None], higher: bool) -> None:
+    vals = {m: float(c["value"]) for m, c in cells.items()
+            if c is not None and not c["not_applicable"] and _finite(c["value"])}
+    pool = {m: v for m, v in vals.items() if m not in SANITY_METHODS} or vals
+    if not pool:
+        return
+    best = max(pool.values()) if higher else min(pool.values())
+    tol = 1e-9 * max(1.0, abs(best))
+    for m in pool:
+        if abs(pool[m] - best) <= tol:
+            cells[m]["best"] = True  # type: ignore[index]
+
+
+def build_table(runs: Sequence[RunData], metrics: str | Sequence[str] | None = None,
+                methods: str | Sequence[str] | None = None, ci: bool = False,
+                digits: int = 3) -> PaperTable:
+    """Check the runs' protocols and join them (see the module docstring).
+
+    Args:
+        runs: run folders (:func:`load_run`); rows of one metric follow the runs' order.
+        metrics: metric subset and order (default: every metric of the runs, first run's order).
+        methods: method subset and order (default: every method of the runs).
+        ci: show the CI half-width.
+        digits: decimals of the printed values (CSV is always at full precision).
+    """
+    if not runs:
+        raise ValueError("attrbench table needs at least one run folder")
+    if digits < 0:
+        raise ValueError(f"--digits must be >= 0, got {digits}")
+    all_metrics = list(dict.fromkeys(k for r in runs for k in r.summary["metrics"]))
+    all_methods = list(dict.fromkeys(m for r in runs for m in r.summary["methods"]))
+    chosen_k = _split(metrics) or all_metrics
+    chosen_m = _split(methods) or all_methods
+    for what, chosen, present in (("--metrics", chosen_k, all_metrics),
+                                  ("--methods", chosen_m, all_methods)):
+        missing = [x for x in chosen if x not in present]
+        if missing:
+            raise ValueError(f"{what}: {', '.join(repr(x) for x in missing)} not in any of the "
+                             f"runs (they have: {', '.join(present)})")
+    check_protocols(runs, chosen_m, chosen_k)
+    labels = [r.label for r in runs]
+    if len(set(labels)) < len(labels):  # same classifier twice: tell the rows apart
+        labels = [f"{r.label} ({r.path.name})" for r in runs]
+        if len(set(labels)) < len(labels):
+            raise ProtocolMismatchError(
+                "two runs have the same classifier and folder name; pass distinct run folders")
+    rows = []
+    for k in chosen_k:
+        higher, cost = _metric_info(k, runs)
+        for run, label in zip(runs, labels):
+            if k not in run.summary["metrics"]:
+                continue
+            cells: dict[str, dict[str, Any] | None] = {}
+            for m in chosen_m:
+                res = run.summary["results"].get(m)
+                if m not in run.summary["methods"] or res is None:
+                    cells[m] = None
+                    continue
+                c = res["metrics"].get(k, {})
+                cells[m] = {"value": c.get("value"), "ci_low": c.get("ci_low"),
+                            "ci_high": c.get("ci_high"),
+                            "not_applicable": c.get("not_applicable"), "best": False}
+            if not cost:
+                _mark_best(cells, higher)
+            rows.append({"metric": k, "classifier": label, "higher_is_better": higher,
+                         "cost": cost, "cells": cells})
+    notes = []
+    n_a = sorted({(r["metric"], c["not_applicable"]) for r in rows for c in r["cells"].values()
+                  if c and c["not_applicable"]})
+    notes += [f"{NOT_APPLICABLE} in {k}: {why}" for k, why in n_a]
+    return PaperTable(chosen_m, rows, labels, ci=ci, digits=digits, notes=notes)
+
+
+# ------------------------------------------------------------------------------- rendering
+def _num(v: Any, digits: int) -> str:
+    if not _finite(v):
+        return "–"
+    return f"{float(v):.{digits}f}"
+
+
+def _half(c: Mapping[str, Any]) -> float | None:
+    if _finite(c.get("ci_low")) and _finite(c.get("ci_high")):
+        return (float(c["ci_high"]) - float(c["ci_low"])) / 2
+    return None
+
+
+def _arrow(higher: bool, latex: bool = False) -> str:
+    if latex:
+        return "$\\uparrow$" if higher else "$\\downarrow$"
+    return "↑" if higher else "↓"
+
+
+def _legend(table: PaperTable) -> list[str]:
+    lines = [("**bold**: best value of the row (max for ↑, min for ↓; cost metrics unmarked; "
+              "sanity rows only when no other method is in the row)")]
+    if table.ci:
+        lines.append("± h: half-width of the 95 % bootstrap CI over images")
+    lines.append("–: undefined, or the method is not in that run")
+    return lines + table.notes
+
+
+def _render_md(table: PaperTable) -> str:
+    multi = len(table.classifiers) > 1
+    header = ["metric"] + (["classifier"] if multi else []) + table.methods
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(":---" if i < (2 if multi else 1) else "---:"
+                            for i in range(len(header))) + "|"]
+    prev = None
+    for r in table.rows:
+        name = f"{r['metric']} {_arrow(r['higher_is_better'])}" if r["metric"] != prev else ""
+        prev = r["metric"]
+        cells = [name] + ([r["classifier"]] if multi else [])
+        for m in table.methods:
+            c = r["cells"][m]
+            if c is None:
+                cells.append("–")
+                continue
+            if c["not_applicable"]:
+                cells.append(NOT_APPLICABLE)
+                continue
+            s = _num(c["value"], table.digits)
+            if c["best"]:
+                s = f"**{s}**"
+            h = _half(c) if table.ci else None
+            if h is not None and _finite(c["value"]):
+                s += f" ± {h:.{table.digits}f}"
+            cells.append(s)
+        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {x}" for x in _legend(table)) + "\n"
+
+
+def _render_latex(table: PaperTable) -> str:
+    multi = len(table.classifiers) > 1
+    n_left = 2 if multi else 1
+    head = ["Metric"] + (["Classifier"] if multi else []) + [tex_escape(m) for m in table.methods]
+    lines = ["% attrbench table; needs \\usepackage{booktabs}",
+             "\\begin{table}[t]", "\\centering", "\\small",
+             f"\\begin{{tabular}}{{{'l' * n_left}{'c' * len(table.methods)}}}",
+             "\\toprule", " & ".join(head) + " \\\\", "\\midrule"]
+    prev = None
+    for r in table.rows:
+        if prev is not None and r["metric"] != prev:
+            lines.append("\\midrule")
+        name = (f"{tex_escape(r['metric'])} {_arrow(r['higher_is_better'], latex=True)}"
+                if r["metric"] != prev else "")
+        prev = r["metric"]
+        cells = [name] + ([tex_escape(r["classifier"])] if multi else [])
+        for m in table.methods:
+            c = r["cells"][m]
+            if c is None:
+                cells.append("--")
+                continue
+            if c["not_applicable"]:
+                cells.append(NOT_APPLICABLE)
+                continue
+            s = _num(c["value"], table.digits).replace("–", "--")
+            if c["best"]:
+                s = f"\\textbf{{{s}}}"
+            h = _half(c) if table.ci else None
+            if h is not None and _finite(c["value"]):
+                s += f" {{\\scriptsize $\\pm$ {h:.{table.digits}f}}}"
+            cells.append(s)
+        lines.append(" & ".join(cells) + " \\\\")
+    cap = ("Methods (columns) per metric" + (" and classifier" if multi else "")
+           + "; bold: best of the row"
+           + ("; $\\pm$: half-width of the 95\\,\\% bootstrap CI" if table.ci else "") + ".")
+    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{cap}}}",
+              "\\label{tab:attrbench-paper}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _render_csv(table: PaperTable) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    header = ["metric", "higher_is_better", "classifier"]
+    for m in table.methods:
+        header += [m] + ([f"{m}_ci_low", f"{m}_ci_high"] if table.ci else [])
+    w.writerow(header + ["best"])
+
+    def full(v: Any) -> str:
+        return f"{float(v):.10g}" if _finite(v) else ""
+
+    for r in table.rows:
+        row = [r["metric"], str(r["higher_is_better"]).lower(), r["classifier"]]
+        best = []
+        for m in table.methods:
+            c = r["cells"][m] or {}
+            row.append(NOT_APPLICABLE if c.get("not_applicable") else full(c.get("value")))
+            if table.ci:
+                row += [full(c.get("ci_low")), full(c.get("ci_high"))]
+            if c.get("best"):
+                best.append(m)
+        w.writerow(row + [";".join(best)])
+    return buf.getvalue()
+
+
+def render(table: PaperTable, fmt: str = "md") -> str:
+    """The table as ``md``, ``csv`` or ``latex`` text."""
+    renderers = {"md": _render_md, "csv": _render_csv, "latex": _render_latex}
+    if fmt not in renderers:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return renderers[fmt](table)
+
+
+# ------------------------------------------------------------------------------- command
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders (or their summary.json) that differ only in the classifier")
+    p.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.add_argument("--ci", action="store_true", help="add ± the 95 %% CI half-width")
+    p.add_argument("--metrics", help="comma-separated metrics, in row order (default: all)")
+    p.add_argument("--methods", help="comma-separated methods, in column order (default: all)")
+    p.add_argument("--digits", type=int, default=3, help="decimals printed (default 3)")
+
+
+def table_command(args: argparse.Namespace) -> int:
+    """``attrbench table``: errors are raised (the CLI turns them into exit status 2)."""
+    runs = [load_run(p) for p in args.runs]
+    table = build_table(runs, metrics=args.metrics, methods=args.methods, ci=args.ci,
+                        digits=args.digits)
+    text = render(table, args.format)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"table written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
