@@ -59,21 +59,27 @@ def read_timings(run_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def format_timings(timings: dict[str, Any]) -> str:
-    """A few lines: total, data loading, each method's and each metric's seconds (largest
-    first) with their share of the total."""
+def format_timings(timings: dict[str, Any], width: int = 100) -> str:
+    """A few lines of at most ``width`` characters: total, data loading, then each method's and
+    each metric's seconds (largest first, those under 0.05 s left out) with their share."""
     total = timings.get("total_s") or 0.0
 
-    def part(label: str, items: dict[str, float]) -> str:
-        ranked = sorted(items.items(), key=lambda kv: -kv[1])
-        return f"  {label}: " + ", ".join(
-            f"{k} {v:.1f} s" + (f" ({100 * v / total:.0f}%)" if total > 0 else "")
-            for k, v in ranked)
+    def part(label: str, items: dict[str, float]) -> list[str]:
+        ranked = [(k, v) for k, v in sorted(items.items(), key=lambda kv: -kv[1]) if v >= 0.05]
+        words = [f"{k} {v:.1f} s" + (f" ({100 * v / total:.0f}%)" if total > 0 else "")
+                 for k, v in ranked] or ["-"]
+        out, line = [], f"  {label}:"
+        for i, w in enumerate(words):
+            w += "," if i < len(words) - 1 else ""
+            if len(line) + 1 + len(w) > width:
+                out.append(line)
+                line = "   "
+            line += " " + w
+        return [*out, line]
 
-    lines = [(f"wall time {total:.1f} s: data {timings.get('data_s', 0.0):.1f} s, other "
-             f"{timings.get('other_s', 0.0):.1f} s")]
-    if timings.get("methods_s"):
-        lines.append(part("methods", timings["methods_s"]))
-    if timings.get("metrics_s"):
-        lines.append(part("metrics", timings["metrics_s"]))
+    lines = [(f"wall time {total:.1f} s: data loading {timings.get('data_s', 0.0):.1f} s, "
+             f"other {timings.get('other_s', 0.0):.1f} s")]
+    for label, key in (("methods", "methods_s"), ("metrics", "metrics_s")):
+        if timings.get(key):
+            lines += part(label, timings[key])
     return "\n".join(lines)

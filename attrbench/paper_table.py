@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .tables import NOT_APPLICABLE, SANITY_METHODS, tex_escape
+from .tables import NOT_APPLICABLE, sanity_methods, tex_escape
 
 __all__ = [
     "CLASSIFIER_BOUND_OPTIONS",
@@ -226,10 +226,11 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _mark_best(cells: dict[str, dict[str, Any] | None], higher: bool) -> None:
+def _mark_best(cells: dict[str, dict[str, Any] | None], higher: bool,
+               sanity: frozenset[str] = frozenset()) -> None:
     vals = {m: float(c["value"]) for m, c in cells.items()
             if c is not None and not c["not_applicable"] and _finite(c["value"])}
-    pool = {m: v for m, v in vals.items() if m not in SANITY_METHODS} or vals
+    pool = {m: v for m, v in vals.items() if m not in sanity} or vals
     if not pool:
         return
     best = max(pool.values()) if higher else min(pool.values())
@@ -272,6 +273,7 @@ def build_table(runs: Sequence[RunData], metrics: str | Sequence[str] | None = N
         if len(set(labels)) < len(labels):
             raise ProtocolMismatchError(
                 "two runs have the same classifier and folder name; pass distinct run folders")
+    sanity = frozenset().union(*(sanity_methods(r.summary) for r in runs))
     rows = []
     for k in chosen_k:
         higher, cost = _metric_info(k, runs)
@@ -289,7 +291,7 @@ def build_table(runs: Sequence[RunData], metrics: str | Sequence[str] | None = N
                             "ci_high": c.get("ci_high"),
                             "not_applicable": c.get("not_applicable"), "best": False}
             if not cost:
-                _mark_best(cells, higher)
+                _mark_best(cells, higher, sanity)
             rows.append({"metric": k, "classifier": label, "higher_is_better": higher,
                          "cost": cost, "cells": cells})
     notes = []

@@ -63,7 +63,9 @@ def _summary(values: dict, n_images: int = 3) -> dict:
         results[m] = {"n_images": n_images, "n_failed": 0, "metrics": {
             k: {"value": v[m], "ci_low": v[m] - 0.05, "ci_high": v[m] + 0.05, "n": n_images}
             for k, v in values.items()}}
-    return {"methods": list(METHODS), "metrics": metrics, "results": results}
+    # as summarize writes it: the methods that declare themselves sanity rows
+    return {"methods": list(METHODS), "metrics": metrics, "results": results,
+            "sanity_methods": ["ideal"]}
 
 
 def make_run(root: Path, classifier: str = "vgg16", values: dict | None = None,
