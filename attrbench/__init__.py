@@ -12,6 +12,14 @@ def __getattr__(name: str):
         from . import interfaces
 
         return getattr(interfaces, name)
+    if name in ("run", "load_run", "RunResult"):  # the Python API (attrbench.api)
+        from . import api
+
+        return getattr(api, name)
+    if name == "RunConfig":
+        from .config import RunConfig
+
+        return RunConfig
     raise AttributeError(f"module 'attrbench' has no attribute '{name}'")
 
 
@@ -57,6 +65,8 @@ __all__ = [
     "AttributionMethod",
     "EvalBatch",
     "Metric",
+    "RunConfig",
+    "RunResult",
     "__version__",
     "create_method",
     "create_metric",
@@ -64,4 +74,6 @@ __all__ = [
     "list_metrics",
     "list_models",
     "list_presets",
+    "load_run",
+    "run",
 ]
