@@ -21,7 +21,8 @@ from .rundir import TIMINGS_FILE
 
 def write_side_files(out: Path, dataset, preset: Preset, methods: dict[str, AttributionMethod],
                      metrics: dict[str, Metric], collected: Collected) -> None:
-    """Matrices of every matrix group the metrics declare, and the qualitative grid."""
+    """Matrices of every matrix group the metrics declare, the qualitative grid and each
+    method's worst images."""
     from . import sidefiles
 
     for group, per_method in collected.matrices.items():
@@ -29,6 +30,7 @@ def write_side_files(out: Path, dataset, preset: Preset, methods: dict[str, Attr
         records = {m: owner.matrix_record(rows, list(dataset.classes))
                    for m, rows in per_method.items()}
         sidefiles.save_class_specificity(out, records, name=group)
+    _write_worst(out, dataset, preset, metrics, collected)
     qualitative = collected.qualitative
     if not qualitative or set(qualitative) != set(methods):
         return
@@ -42,6 +44,30 @@ def write_side_files(out: Path, dataset, preset: Preset, methods: dict[str, Attr
     masks = {m: v[1][:n] for m, v in qualitative.items()}
     sidefiles.save_qualitative(out, sidefiles.images_to_uint8(images, preset.mean, preset.std), masks,
                            list(dataset.classes), labels, image_ids=ids[:n])
+
+
+def _write_worst(out: Path, dataset, preset: Preset, metrics: dict[str, Metric],
+                 collected: Collected) -> None:
+    from . import sidefiles
+
+    kept = {m: v for m, v in collected.worst.items() if v}
+    if not kept or collected.worst_metric is None:
+        return
+    k = min(len(v) for v in kept.values())
+    metric = metrics[collected.worst_metric]
+    sign = 1.0 if metric.higher_is_better else -1.0
+    per_method = {}
+    for m, items in kept.items():
+        samples = [dataset[dataset.ids.index(iid)] for _, iid, _ in items[:k]]
+        images = torch.stack([s.image for s in samples])
+        per_method[m] = {
+            "images": sidefiles.images_to_uint8(images, preset.mean, preset.std),
+            "masks": torch.stack([mask for _, _, mask in items[:k]]),
+            "labels": torch.stack([s.labels for s in samples]),
+            "image_ids": [iid for _, iid, _ in items[:k]],
+            "values": [sign * bad for bad, _, _ in items[:k]]}
+    sidefiles.save_worst(out, collected.worst_metric, metric.higher_is_better, per_method,
+                         list(dataset.classes))
 
 
 def write_timings(out: Path, timings: dict[str, Any]) -> Path:

@@ -99,10 +99,28 @@ class Timings:
 @dataclass
 class Collected:
     """What the loop hands to the run folder besides score rows: per matrix group and method,
-    the metrics' matrix rows; the first batch's merged masks per method (qualitative grid)."""
+    the metrics' matrix rows; the first batch's merged masks per method (qualitative grid); and
+    per method its ``worst_k`` images by ``worst_metric`` (value, image id, merged mask), for the
+    report's view of where each method fails."""
 
     matrices: dict[str, dict[str, list]] = field(default_factory=dict)
     qualitative: dict[str, tuple[list[str], Tensor]] = field(default_factory=dict)
+    worst_metric: str | None = None
+    worst_k: int = 4
+    worst: dict[str, list[tuple[float, str, Tensor]]] = field(default_factory=dict)
+
+    def offer_worst(self, method: str, metric: Metric, values: list, image_ids, merged: Tensor
+                    ) -> None:
+        """Keep the ``worst_k`` images of ``method`` with the lowest (for a ↑ metric) or highest
+        value; images without a finite value are never kept."""
+        kept = self.worst.setdefault(method, [])
+        sign = 1.0 if metric.higher_is_better else -1.0
+        for j, v in enumerate(values):
+            x = metric.image_value(v)
+            if math.isfinite(x):
+                kept.append((sign * x, str(image_ids[j]), merged[j].detach().cpu()))
+        kept.sort(key=lambda t: (t[0], t[1]))
+        del kept[self.worst_k:]
 
 
 def _check_masks(masks: Tensor) -> Tensor:
@@ -240,18 +258,23 @@ def score_batch(name: str, method: AttributionMethod, batch: Batch, seeds: Tenso
     eb = _eval_batch(name, method, batch, ok, masks, stats, seeds, model, device)
     scores, failed_metric, not_applicable, curves = _run_metrics(
         name, method, eb, metrics, device, collected, timings)
+    classes = [torch.nonzero(eb.labels[j] > 0.5).flatten().tolist() for j in range(len(ok))]
     for j, i in enumerate(ok):
         iid = batch.image_ids[i]
         row = {"image_id": iid, "method": name, "status": "ok", "error": None,
-               "scores": {m: _to_py(v[j]) for m, v in scores.items()}}
+               "classes": classes[j], "scores": {m: _to_py(v[j]) for m, v in scores.items()}}
         row["scores"].update(curves.get(str(iid), {}))
         if j in failed_metric:
             row["metric_error"] = failed_metric[j]
         if not_applicable:
             row["not_applicable"] = dict(not_applicable)
         rows.append(row)
-    if keep_qualitative and collected is not None:
-        collected.qualitative.setdefault(name, (list(eb.image_ids), eb.merged.detach().cpu()))
+    if collected is not None:
+        if keep_qualitative:
+            collected.qualitative.setdefault(name, (list(eb.image_ids), eb.merged.detach().cpu()))
+        k = collected.worst_metric
+        if k is not None and k in scores:
+            collected.offer_worst(name, metrics[k], scores[k], eb.image_ids, eb.merged)
     return rows
 
 
@@ -314,7 +337,7 @@ def evaluate(dataset, model, methods: dict[str, AttributionMethod], metrics: dic
 
     loader = DataLoader(FlagDataErrors(dataset), batch_size=batch_size, shuffle=False,
                         collate_fn=collate_samples, num_workers=0)
-    collected, timings = Collected(), Timings()
+    collected, timings = Collected(worst_metric=_worst_metric(metrics)), Timings()
     bar = _progress_bar(len(dataset) * len(methods)) if progress else None
     warmed: set[str] = set()
     t_start = time.perf_counter()
@@ -347,6 +370,13 @@ def evaluate(dataset, model, methods: dict[str, AttributionMethod], metrics: dic
         if bar is not None:
             bar.close()
     return collected, timings
+
+
+def _worst_metric(metrics: dict[str, Metric]) -> str | None:
+    """The metric that ranks each method's worst images: the run's first quality metric that is
+    an axis of the report's cost-quality figure (``figure_axis``: mean_f1, cont_iou), else
+    None."""
+    return next((k for k, m in metrics.items() if m.figure_axis == "quality"), None)
 
 
 def _record_data_errors(batch: Batch, name: str, store) -> list[int]:

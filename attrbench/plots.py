@@ -87,7 +87,7 @@ class FigureInfo:
 
 
 # ------------------------------------------------------------------------------- figure helpers
-def _new_figure(w: float, h: float):
+def new_figure(w: float, h: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -96,7 +96,7 @@ def _new_figure(w: float, h: float):
     return fig
 
 
-def _save(fig, out_dir: Path, key: str) -> tuple[Path, Path]:
+def save_figure(fig, out_dir: Path, key: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     png, pdf = out_dir / f"{key}.png", out_dir / f"{key}.pdf"
     fig.savefig(png, dpi=110)
@@ -239,7 +239,7 @@ def plot_summary(summary: Mapping[str, Any], out_dir: Path) -> FigureInfo | None
         return None
     ncols = min(4, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    fig = _new_figure(3.2 * ncols, 2.6 * nrows + 0.4)
+    fig = new_figure(3.2 * ncols, 2.6 * nrows + 0.4)
     colors = _colors(methods)
     x = np.arange(len(methods))
     for idx, k in enumerate(metrics):
@@ -283,7 +283,7 @@ def plot_summary(summary: Mapping[str, Any], out_dir: Path) -> FigureInfo | None
         "Summary values",
         "Summary value per method and metric; error bars: 95 % bootstrap CI of the "
         "per-image mean (↑ higher is better, ↓ lower is better).",
-        *_save(fig, out_dir, "summary_bars"),
+        *save_figure(fig, out_dir, "summary_bars"),
     )
 
 
@@ -295,7 +295,7 @@ def plot_f1_curves(
         return None
     methods = [m for m in (order or curves) if m in curves] or list(curves)
     colors = _colors(methods)
-    fig = _new_figure(6.0, 4.0)
+    fig = new_figure(6.0, 4.0)
     ax = fig.add_subplot(1, 1, 1)
     for m in methods:
         c = curves[m]
@@ -312,7 +312,7 @@ def plot_f1_curves(
         "F1 against threshold",
         "Mean per-image F1 of the binarised mask (mask > t) against the ground-truth "
         "foreground, for t = 0.1..0.9; band: ±1.96 standard errors.",
-        *_save(fig, out_dir, "f1_threshold"),
+        *save_figure(fig, out_dir, "f1_threshold"),
     )
 
 
@@ -330,7 +330,7 @@ def plot_deletion_insertion(
     allm = list(dict.fromkeys(m for _, _, c in panels for m in c))
     methods = [m for m in (order or allm) if m in allm] or allm
     colors = _colors(methods)
-    fig = _new_figure(5.0 * len(panels), 3.8)
+    fig = new_figure(5.0 * len(panels), 3.8)
     for i, (_key, title, curves) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         for m in methods:
@@ -349,7 +349,7 @@ def plot_deletion_insertion(
         "Deletion and insertion curves",
         "Mean classifier score of the target class as the most salient pixels are "
         "deleted (left) or inserted (right); band: ±1.96 standard errors.",
-        *_save(fig, out_dir, "deletion_insertion"),
+        *save_figure(fig, out_dir, "deletion_insertion"),
     )
 
 
@@ -373,7 +373,7 @@ def plot_quality_vs_cost(summary: Mapping[str, Any], out_dir: Path) -> FigureInf
         return None
     methods = list(summary["methods"])
     colors = _colors(methods)
-    fig = _new_figure(4.6 * len(cs), 3.6 * len(qs))
+    fig = new_figure(4.6 * len(cs), 3.6 * len(qs))
     for i, q in enumerate(qs):
         for j, c in enumerate(cs):
             ax = fig.add_subplot(len(qs), len(cs), i * len(cs) + j + 1)
@@ -420,7 +420,7 @@ def plot_quality_vs_cost(summary: Mapping[str, Any], out_dir: Path) -> FigureInf
         "Summary localization quality (95 % CI bars) against the method's cost per "
         "image; hollow points have zero cost (drawn at a floor on the log axis). "
         "Times depend on the hardware.",
-        *_save(fig, out_dir, "quality_vs_cost"),
+        *save_figure(fig, out_dir, "quality_vs_cost"),
     )
 
 
@@ -436,7 +436,7 @@ def plot_class_specificity(
     nrows = math.ceil(len(methods) / ncols)
     c_max = max(len(d["classes"]) for d in data.values())
     side = max(3.0, 0.45 * c_max + 1.5)
-    fig = _new_figure(side * ncols + 0.8, side * nrows)
+    fig = new_figure(side * ncols + 0.8, side * nrows)
     im = None
     axes = []
     for i, m in enumerate(methods):
@@ -474,7 +474,7 @@ def plot_class_specificity(
         "Probability of the target class (row) on the image masked by the mask of "
         "the column's class; 'none' = unmasked image. A class-specific method has "
         "a high diagonal and a low off-diagonal.",
-        *_save(fig, out_dir, "class_specificity"),
+        *save_figure(fig, out_dir, "class_specificity"),
     )
 
 
@@ -494,7 +494,7 @@ def plot_qualitative(
     ids = [str(i) for i in data.get("image_ids", [""] * images.shape[0])]
     n = min(max_images, images.shape[0])
     cell = 1.2
-    fig = _new_figure(cell * (len(cols) + 1), cell * n + 0.3)
+    fig = new_figure(cell * (len(cols) + 1), cell * n + 0.3)
     for i in range(n):
         rgb = images[i].transpose(1, 2, 0)
         ax = fig.add_subplot(n, len(cols) + 1, i * (len(cols) + 1) + 1)
@@ -519,7 +519,7 @@ def plot_qualitative(
         "Qualitative examples",
         "Each method's merged mask (jet colour map, 50 % opacity, 0 = blue, "
         "1 = red) over the image; row labels: image id and ground-truth classes.",
-        *_save(fig, out_dir, "qualitative"),
+        *save_figure(fig, out_dir, "qualitative"),
     )
 
 
@@ -602,7 +602,7 @@ def plot_mask_areas(metrics_csv: str | Path, out_dir: Path,
                     series[(split, label)] = (per_epoch, style)
     if not series:
         return None
-    fig = _new_figure(5.2, 3.4)
+    fig = new_figure(5.2, 3.4)
     ax = fig.add_subplot()
     colors = {"present classes": "tab:blue", "absent classes": "tab:red", "mask": "tab:green"}
     for (split, label), (s, style) in series.items():
@@ -613,7 +613,7 @@ def plot_mask_areas(metrics_csv: str | Path, out_dir: Path,
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    png, pdf = _save(fig, out_dir, key)
+    png, pdf = save_figure(fig, out_dir, key)
     return FigureInfo(key, "Mask area per epoch",
                       "Mean area of the merged masks of the present and the absent classes",
                       png, pdf)

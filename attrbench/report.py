@@ -119,11 +119,61 @@ def _meta_line(
     )
 
 
+def _per_class_html(frame) -> list[str]:
+    """Per method, a collapsible table metric x class (from :func:`attrbench.views.
+    per_class_frame`)."""
+    if frame is None or not len(frame):
+        return []
+    e = html.escape
+    classes = sorted(set(zip(frame["class_id"], frame["class"])))
+    out = ['<h2 id="per-class">Per class</h2>',
+           ('<p class="note">Each metric\'s mean over the images that contain the class (per-class '
+           "metrics: their own per-class values); all values in <code>per_class.csv</code>.</p>")]
+    for m in dict.fromkeys(frame["method"]):
+        sub = frame[frame["method"] == m]
+        head = "".join(f"<th>{e(str(c))}</th>" for _, c in classes)
+        body = []
+        for k in dict.fromkeys(sub["metric"]):
+            vals = {(r.class_id, r[4]): r.value for r in sub[sub["metric"] == k].itertuples()}
+            cells = "".join(f"<td>{vals[c]:.3f}</td>" if c in vals else "<td>–</td>"
+                            for c in classes)
+            body.append(f'<tr><th scope="row">{e(k)}</th>{cells}</tr>')
+        out.append(f'<details><summary>{e(m)}</summary><div class="scroll"><table><thead><tr>'
+                   f'<th>metric</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+                   "</div></details>")
+    return out
+
+
+def _timings_html(run_dir: Path) -> list[str]:
+    """Where the run's wall time went (``timings.json``), largest first."""
+    from .artifacts import read_timings
+
+    t = read_timings(run_dir)
+    if not t:
+        return []
+    e = html.escape
+    total = t.get("total_s") or 0.0
+    rows = [("data loading", t.get("data_s", 0.0))]
+    rows += [(f"method {m}", s) for m, s in (t.get("methods_s") or {}).items()]
+    rows += [(f"metric {k}", s) for k, s in (t.get("metrics_s") or {}).items()]
+    rows += [("other (summary, bookkeeping)", t.get("other_s", 0.0))]
+    rows.sort(key=lambda r: -r[1])
+    body = "".join(f"<tr><td>{e(name)}</td><td>{s:.1f}</td>"
+                   f"<td>{100 * s / total if total else 0:.1f}</td></tr>" for name, s in rows)
+    return ['<h2 id="timings">Where the time went</h2>',
+            (f'<p class="note">Wall time of the evaluation: {total:.1f} s (a resumed run: its last '
+            "part only). Methods include their warm-up call; metrics their classifier forwards."
+            "</p>"),
+            ('<table class="defs"><thead><tr><th>part</th><th>seconds</th><th>%</th></tr>'
+            f"</thead><tbody>{body}</tbody></table>")]
+
+
 def render_report(
     run_dir: str | Path,
     summary: Mapping[str, Any],
     figures: list,
     figure_errors: list[str] | None = None,
+    per_class=None,
 ) -> str:
     """The HTML text of the report (see :func:`write_report`)."""
     from .tables import render_html, render_paired_html
@@ -176,6 +226,8 @@ def render_report(
         )
     for msg in figure_errors or []:
         parts.append(f'<p class="warn">Figure skipped: {e(msg)}</p>')
+    parts += _per_class_html(per_class)
+    parts += _timings_html(run_dir)
     failures = {m: r.get("failures") for m, r in summary["results"].items() if r.get("failures")}
     if failures:
         parts += [
@@ -265,6 +317,33 @@ def write_report(run_dir: str | Path) -> Path:
     summary = load_summary(run_dir)
     errors: list[str] = []
     figures = make_figures(run_dir, summary, errors=errors)
+    views, per_class = _views(run_dir, summary, errors)
     path = run_dir / "report.html"
-    atomic_write_text(path, render_report(run_dir, summary, figures, errors))
+    atomic_write_text(path, render_report(run_dir, summary, figures + views, errors, per_class))
     return path
+
+
+def _views(run_dir: Path, summary: Mapping[str, Any], errors: list[str]):
+    """The per-class figure (and ``per_class.csv``) and the worst-images figure; a failure is
+    reported on the page, never fatal."""
+    from . import sidefiles, views
+
+    figs, frame = [], None
+    out = run_dir / "figures"
+    order = list(summary["methods"])
+    try:
+        frame = views.per_class_frame(run_dir, summary)
+        if len(frame):
+            views.write_per_class(run_dir, frame)
+            f = views.plot_per_class(frame, summary, out, order)
+            figs += [f] if f else []
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        errors.append(f"per-class view: {type(exc).__name__}: {exc}")
+    worst = run_dir / sidefiles.WORST_FILE
+    if worst.exists():
+        try:
+            f = views.plot_worst(sidefiles.load_worst(worst), out, order)
+            figs += [f] if f else []
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            errors.append(f"{worst.name}: {type(exc).__name__}: {exc}")
+    return figs, frame

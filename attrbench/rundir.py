@@ -11,6 +11,8 @@ A run folder (``results/runs/<preset>-<time>/`` by default) holds:
 ``timings.json``                  where the wall time went (:class:`Timings`)
 ``class_specificity.json``        the class-specificity matrices (``attrbench.plots``)
 ``qualitative.npz``               images and merged masks of the report's grid
+``worst.npz``                     each method's worst images and their masks
+``per_class.csv``                 every metric per class and method (written with the report)
 ``figures/``, ``report.html``     the report (``attrbench.report``)
 ================================  ============================================================
 
@@ -57,6 +59,7 @@ class ScoreRow(TypedDict, total=False):
     method: str
     status: str  # "ok" | "failed"
     error: str | None  # the failure's reason ("data: ...", "method raised ...", ...)
+    classes: list[int]  # the image's ground-truth class ids (ok rows)
     #: metric -> value (float, None for undefined, or {class id: float} for per-class metrics),
     #: plus the metrics' curves under their ``curve_key``
     scores: dict[str, Any]

@@ -105,6 +105,9 @@ def _gather(collected, timings: Timings, world: int):
     for key, rows in merged.items():
         g, m = key.split("\t", 1)
         collected.matrices.setdefault(g, {})[m] = rows
+    worst = dist.gather_dicts(collected.worst, world)
+    collected.worst = {m: sorted(v, key=lambda t: (t[0], t[1]))[:collected.worst_k]
+                       for m, v in worst.items()}
     if dist.rank_world()[0] != 0:
         collected.qualitative = {}
     parts = dist.gather_dicts({"t": [timings.to_dict()]}, world)["t"]

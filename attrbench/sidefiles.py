@@ -16,11 +16,14 @@ import numpy as np
 __all__ = [
     "CLASS_SPECIFICITY_FILE",
     "QUALITATIVE_FILE",
+    "WORST_FILE",
     "images_to_uint8",
     "load_class_specificity",
     "load_qualitative",
+    "load_worst",
     "save_class_specificity",
     "save_qualitative",
+    "save_worst",
 ]
 
 QUALITATIVE_FILE = "qualitative.npz"
@@ -208,3 +211,57 @@ def load_class_specificity(path: str | Path) -> dict[str, dict[str, Any]]:
         if isinstance(v.get("summary"), dict):
             out[m]["summary"] = v["summary"]
     return out
+
+
+WORST_FILE = "worst.npz"
+WORST_FORMAT = "attrbench-worst-v1"
+
+
+def save_worst(run_dir: str | Path, metric: str, higher_is_better: bool,
+               per_method: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]) -> Path:
+    """Write ``RUN_DIR/worst.npz``: each method's worst images by ``metric``, with its masks.
+
+    ``per_method``: ``{method: {"images": uint8 (k,3,H,W), "masks": (k,H,W), "labels": (k,K),
+    "image_ids": [k], "values": [k]}}``, worst first; every method has the same ``k``. Keys of
+    the file: ``format``, ``metric``, ``higher_is_better``, ``methods`` (M,), ``images`` uint8
+    (M,k,3,H,W), ``masks`` float16 (M,k,H,W) in [0, 1], ``labels`` uint8 (M,k,K),
+    ``image_ids`` str (M,k), ``values`` float64 (M,k), ``class_names`` str (K,).
+    """
+    if not per_method:
+        raise ValueError("per_method must hold at least one method")
+    methods = list(per_method)
+    ks = {len(per_method[m]["image_ids"]) for m in methods}
+    if len(ks) != 1 or 0 in ks:
+        raise ValueError(f"every method needs the same number (>= 1) of worst images, got {ks}")
+    stack = {key: np.stack([_as_numpy(per_method[m][key]) for m in methods])
+             for key in ("images", "masks", "labels")}
+    if stack["images"].dtype != np.uint8 or stack["images"].ndim != 5:
+        raise ValueError(f"images must be uint8 (k, 3, H, W) per method, got "
+                         f"{stack['images'].dtype} {stack['images'].shape[1:]}")
+    path = Path(run_dir) / WORST_FILE
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(
+        tmp, format=np.str_(WORST_FORMAT), metric=np.str_(metric),
+        higher_is_better=np.bool_(higher_is_better), methods=np.asarray(methods, dtype=str),
+        images=stack["images"],
+        masks=np.clip(np.nan_to_num(stack["masks"].astype(np.float32)), 0, 1).astype(np.float16),
+        labels=(stack["labels"] > 0.5).astype(np.uint8),
+        image_ids=np.asarray([[str(i) for i in per_method[m]["image_ids"]] for m in methods]),
+        values=np.asarray([list(per_method[m]["values"]) for m in methods], dtype=np.float64),
+        class_names=np.asarray(list(class_names), dtype=str))
+    tmp.replace(path)
+    return path
+
+
+def load_worst(path: str | Path) -> dict[str, Any]:
+    """Read ``worst.npz`` (see :func:`save_worst`); ``ValueError`` for another format."""
+    with np.load(path, allow_pickle=False) as z:
+        d = {k: z[k] for k in z.files}
+    if str(d.get("format")) != WORST_FORMAT:
+        raise ValueError(f"{path} is not an attrbench worst-images file (format "
+                         f"{d.get('format')!r})")
+    return {"metric": str(d["metric"]), "higher_is_better": bool(d["higher_is_better"]),
+            "methods": [str(m) for m in d["methods"]], "images": d["images"],
+            "masks": d["masks"].astype(np.float32), "labels": d["labels"],
+            "image_ids": d["image_ids"].tolist(), "values": d["values"],
+            "class_names": [str(c) for c in d["class_names"]]}

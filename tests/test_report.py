@@ -112,7 +112,8 @@ def test_report_is_self_contained_with_table_and_figures(full_report):
     dom = _parse(text)
     assert dom.summary_rows == METHODS
     assert all(link.startswith(("data:", "#")) for link in dom.links), dom.links
-    assert len(dom.imgs) == 6  # summary, F1, deletion/insertion, cost, specificity, qualitative
+    # summary, F1, deletion/insertion, cost, specificity, qualitative, per class, worst images
+    assert len(dom.imgs) == 8
     for src in dom.imgs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == PNG_MAGIC
@@ -207,7 +208,7 @@ def test_report_chromium_render(full_report, tmp_path):
     assert int(probed.table["data-probe-text"]) >= len(METHODS) + 1
     assert _parse(dom_out.stdout).summary_rows == METHODS
     # every figure decoded at the PNG's own size and laid out with a non-zero size
-    assert len(probed.imgs) == 6, [i.get("alt") for i in probed.imgs]
+    assert len(probed.imgs) == 8, [i.get("alt") for i in probed.imgs]
     for img in probed.imgs:
         png = base64.b64decode(img["src"].split(",", 1)[1])
         width, height = struct.unpack(">II", png[16:24])
