@@ -58,12 +58,16 @@ class _Timer:
 @dataclass
 class Timings:
     """Where a run's wall time went, in seconds: data loading, each method's calls (warm-up
-    included, so the sum is the wall time), each metric per method, and everything else."""
+    included, so the sum is the wall time), each metric per method, and everything else; and
+    the rows that passed through the classifier's forward and backward over the whole run
+    (methods and metrics), the denominator of the run's overhead over its bare classifier
+    cost (``benchmarks/run_overhead.py``)."""
 
     data: float = 0.0
     methods: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> method -> s
     total: float = 0.0
+    classifier: dict[str, int] = field(default_factory=dict)
 
     def add_method(self, name: str, seconds: float) -> None:
         self.methods[name] = self.methods.get(name, 0.0) + seconds
@@ -79,7 +83,8 @@ class Timings:
                 "methods_s": dict(self.methods),
                 "metrics_s": {k: sum(v.values()) for k, v in self.metrics.items()},
                 "metric_by_method_s": {k: dict(v) for k, v in self.metrics.items()},
-                "other_s": max(0.0, self.total - accounted)}
+                "other_s": max(0.0, self.total - accounted),
+                "classifier_rows": dict(self.classifier)}
 
     @classmethod
     def merged(cls, parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -93,6 +98,8 @@ class Timings:
                 for m, s in per.items():
                     out.add_metric(k, m, s)
             out.total = max(out.total, p["total_s"])
+            for k, n in (p.get("classifier_rows") or {}).items():
+                out.classifier[k] = out.classifier.get(k, 0) + n
         return out.to_dict()
 
 
@@ -341,6 +348,7 @@ def evaluate(dataset, model, methods: dict[str, AttributionMethod], metrics: dic
     bar = _progress_bar(len(dataset) * len(methods)) if progress else None
     warmed: set[str] = set()
     t_start = time.perf_counter()
+    counter = CallCounter(model).__enter__()
     try:
         it = iter(loader)
         first = True
@@ -367,6 +375,10 @@ def evaluate(dataset, model, methods: dict[str, AttributionMethod], metrics: dic
             first = False
     finally:
         timings.total = time.perf_counter() - t_start
+        counter.__exit__(None, None, None)
+        timings.classifier = {"forward_rows": counter.forward_rows,
+                              "backward_rows": counter.backward_rows,
+                              "forward_calls": counter.forward_calls}
         if bar is not None:
             bar.close()
     return collected, timings

@@ -60,6 +60,12 @@ def _first_tensor(obj: Any) -> Tensor | None:
     return None
 
 
+def _alive(handle: Any) -> bool:
+    """Whether a hook handle's tensor (or module) still exists."""
+    ref = getattr(handle, "hooks_dict_ref", None)
+    return ref is None or ref() is not None
+
+
 class CallCounter:
     """Count the rows (images) that pass through a classifier's forward and backward.
 
@@ -105,6 +111,9 @@ class CallCounter:
                     self.backward_rows += n
 
             self._handles.append(out.register_hook(on_grad))
+            if len(self._handles) % 256 == 0:  # a long-lived counter (a whole run): drop the
+                # handles of outputs already freed, so the list does not grow with the run
+                self._handles = [h for h in self._handles if _alive(h)]
 
     def __enter__(self) -> CallCounter:  # noqa: PYI034
         self.forward_rows = self.backward_rows = self.forward_calls = 0

@@ -55,6 +55,12 @@ def test_config_table_timings_and_report(result):
     assert result.environment["device"] == "cpu"
     assert result.timings["total_s"] > 0 and set(result.timings["methods_s"]) == {"gradcam",
                                                                                   "center"}
+    # every classifier row of the run: Grad-CAM's forward and backward of each (image, class)
+    # pair (its warm-up on one image included); center never calls the classifier
+    rows = result.timings["classifier_rows"]
+    lines = (result.path / "scores.jsonl").read_text().splitlines()
+    pairs = sum(len(r["classes"]) for r in map(json.loads, lines) if r["method"] == "gradcam")
+    assert rows["backward_rows"] >= pairs and rows["forward_rows"] >= pairs
     assert "mean_f1" in result.table() and "gini" not in result.table()
     path = result.report()
     assert path.name == "report.html" and path.exists()

@@ -123,3 +123,14 @@ def test_cost_metrics_read_the_batch():
     for name in ("time_ms", "model_calls", "peak_mem_mb"):
         cls = METRICS.get(name)
         assert cls.higher_is_better is False and cls.version == 1 and cls.kind == "cost"
+
+
+def test_call_counter_over_a_long_block_does_not_keep_every_hook():
+    from attrbench.metrics.cost import CallCounter
+
+    model = nn.Linear(4, 2)
+    with CallCounter(model) as c:
+        for _ in range(1000):
+            model(torch.randn(3, 4, requires_grad=True)).sum().backward()
+        assert len(c._handles) < 300  # handles of freed outputs are dropped
+    assert c.forward_rows == c.backward_rows == 3000 and c._handles == []
