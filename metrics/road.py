@@ -145,21 +145,113 @@ def neighbour_sum(x: Tensor) -> Tensor:
     return vs.sub_(x, alpha=4.0)
 
 
-def _separable_sum(buf: Tensor, row: int, length: int) -> Tensor:
-    """The ``[1, 2, 1] x [1, 2, 1]`` stencil in the solver's flat layout.
+def _separable_sum(buf: Tensor, row: int, length: int, hs: Tensor, out: Tensor) -> Tensor:
+    """The ``[1, 2, 1] x [1, 2, 1]`` stencil in the solver's flat layout, into ``out``.
 
     ``buf`` is (N, length + 2 (row + 1)): per item, the zero-padded (H + 2, W + 2) grids of its
     channels flattened one after the other (``row = W + 2``), with ``row + 1`` zeros on both
-    ends. Returns (N, length): the stencil at every position of the padded grids (meaningful at
-    the interior pixels, whose 8 neighbours lie in their own padded grid; the padding positions
-    get values the caller masks out). Every add is over contiguous memory.
+    ends. Writes (N, length) into ``out``: the stencil at every position of the padded grids
+    (meaningful at the interior pixels, whose 8 neighbours lie in their own padded grid; the
+    padding positions get values the caller masks out). Every add is over contiguous memory, into
+    preallocated buffers (``hs``: (N, length + 2 row)), so that the solver's loop allocates
+    nothing large.
     """
-    hs = torch.add(buf[:, :-2], buf[:, 2:]).add_(buf[:, 1:-1], alpha=2)  # hs[i]: position i + 1
-    vs = torch.add(hs[:, :length], hs[:, 2 * row:2 * row + length])
-    return vs.add_(hs[:, row:row + length], alpha=2)
+    torch.add(buf[:, :-2], buf[:, 2:], out=hs)  # hs[i]: horizontal stencil at position i + 1
+    hs.add_(buf[:, 1:-1], alpha=2)
+    torch.add(hs[:, :length], hs[:, 2 * row:2 * row + length], out=out)
+    return out.add_(hs[:, row:row + length], alpha=2)
 
 
 # ---------------------------------------------------------------------------------- imputation
+#: items per solver sub-batch (a sub-batch's CG vectors of 64-px images fit a CPU's cache)
+_SUB_BATCH = 32
+
+
+def _solve(images: Tensor, removed: Tensor, tol: float, max_iter: int,
+           check_every: int) -> tuple[Tensor, float]:
+    """:func:`linear_imputation` of one sub-batch: (images, worst relative residual left)."""
+    h, w = images.shape[-2:]
+    dt, dev = images.dtype, images.device
+    m4 = removed.to(device=dev, dtype=dt).unsqueeze(1)  # (N,1,H,W)
+    out = images * (1 - m4)
+    full = removed.flatten(1).all(dim=1)
+    active = (removed.flatten(1).any(dim=1) & ~full).nonzero().squeeze(1)
+    if active.numel() == 0:
+        return out, 0.0
+    # Flat layout: per item, its channels' zero-padded (H+2, W+2) grids one after the other
+    # (length K), and for the search direction ``row + 1`` zeros at both ends, so that the
+    # stencil is a few adds of contiguous shifted slices (_separable_sum).
+    c = images.shape[1]
+    row = w + 2
+    k = c * (h + 2) * row
+    marg = row + 1
+
+    def flat(t: Tensor) -> Tensor:  # (n, c', H, W) -> (n, c' (H+2)(W+2))
+        return F.pad(t, (1, 1, 1, 1)).flatten(1)
+
+    # all weights scaled by 12 (2 direct, 1 diagonal): CG is invariant to the scaling.
+    # op(u) = m (D u - N(u)) = m ((D + 4) u - S(u)), S the separable [1,2,1]x[1,2,1] stencil
+    diag = neighbour_sum(torch.ones(1, 1, h, w, device=dev, dtype=dt))  # (1,1,H,W)
+    m = flat(m4[active]).repeat(1, c)  # (n, K), 0 on the padding
+    md4 = m * flat(diag + 4).repeat(1, c)
+    inv_diag = flat(1.0 / diag).repeat(1, c)
+    src = out[active]
+    b = m * flat(neighbour_sum(src))
+    # start from each channel's mean over the kept pixels: removes the large constant error
+    kept = 1 - m4[active]
+    mean = src.sum((2, 3), keepdim=True) / kept.sum((2, 3), keepdim=True)
+    pbuf = torch.zeros(len(active), k + 2 * marg, device=dev, dtype=dt)
+    p = pbuf[:, marg:marg + k]
+    x = m * flat(mean.expand_as(src))
+
+    nact = len(active)
+    hs_buf = torch.empty(nact, k + 2 * row, device=dev, dtype=dt)
+    ap_buf = torch.empty(nact, k, device=dev, dtype=dt)
+    z_buf = torch.empty(nact, k, device=dev, dtype=dt)
+    neg_m = -m
+
+    def op(nb: int) -> Tensor:  # op(p) into ap_buf[:nb], p living in pbuf
+        ap = _separable_sum(pbuf, row, k, hs_buf[:nb], ap_buf[:nb])
+        return ap.mul_(neg_m).addcmul_(md4, p)
+
+    p.copy_(x)
+    r = b - op(nact)
+    z = torch.mul(r, inv_diag, out=z_buf)
+    p.copy_(z)
+    rz = torch.linalg.vecdot(r, z).unsqueeze(1)
+    bnorm = b.norm(dim=1)
+    idx = active
+    worst = 0.0
+    for it in range(max_iter + 1):
+        if it % check_every == 0 or it == max_iter:
+            rel = r.norm(dim=1) / bnorm.clamp_min(1e-30)
+            done = (rel <= tol) | (bnorm == 0)
+            if it == max_iter:
+                worst = float(rel.max()) if rel.numel() else 0.0
+                done = torch.ones_like(done)
+            if bool(done.any()):
+                sol = x[done].view(-1, c, h + 2, row)[..., 1:-1, 1:-1]
+                out[idx[done]] += sol
+                keep = ~done
+                if not bool(keep.any()):
+                    break
+                idx, neg_m, md4, x, r, pbuf, rz, bnorm = (
+                    t[keep] for t in (idx, neg_m, md4, x, r, pbuf, rz, bnorm))
+                p = pbuf[:, marg:marg + k]
+        nb = len(idx)
+        ap = op(nb)
+        pap = torch.linalg.vecdot(p, ap).unsqueeze(1)
+        alpha = torch.where(pap > 0, rz / pap.clamp_min(1e-30), torch.zeros_like(pap))
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, ap, value=-1)
+        z = torch.mul(r, inv_diag, out=z_buf[:nb])
+        rz_new = torch.linalg.vecdot(r, z).unsqueeze(1)
+        beta = torch.where(rz > 0, rz_new / rz.clamp_min(1e-30), torch.zeros_like(rz))
+        p.mul_(beta).add_(z)
+        rz = rz_new
+    return out, worst
+
+
 @torch.no_grad()
 def linear_imputation(images: Tensor, removed: Tensor, *, tol: float = 1e-4,
                       max_iter: int | None = None, check_every: int = 8) -> Tensor:
@@ -174,7 +266,10 @@ def linear_imputation(images: Tensor, removed: Tensor, *, tol: float = 1e-4,
     removed), solved for all items and channels at once by the conjugate-gradient method with the
     diagonal (Jacobi) preconditioner, on the full grid with the operator
     ``m * (D x - N(x))`` (``m`` the removed mask, ``N`` :func:`neighbour_sum`, ``D`` the
-    in-image weight sum). Items are dropped from the batch as they converge.
+    in-image weight sum). Items are sorted by their removed count and solved in sub-batches of
+    32 (whose vectors stay in a CPU's cache: about 2x faster than one batch of 144 at 64 px), each
+    item dropped from its sub-batch as it converges. The vectors live in a flat zero-padded
+    layout, so the stencil is a few adds of contiguous shifted slices into preallocated buffers.
 
     Args:
         images: (N, C, H, W) float images.
@@ -202,76 +297,17 @@ def linear_imputation(images: Tensor, removed: Tensor, *, tol: float = 1e-4,
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     max_iter = 8 * (h + w) if max_iter is None else _check_int("max_iter", max_iter)
     check_every = _check_int("check_every", check_every)
-    dt, dev = images.dtype, images.device
-    m4 = removed.to(device=dev, dtype=dt).unsqueeze(1)  # (N,1,H,W)
-    out = images * (1 - m4)
-    full = removed.flatten(1).all(dim=1)
-    active = (removed.flatten(1).any(dim=1) & ~full).nonzero().squeeze(1)
-    if active.numel() == 0:
-        return out
-    # Flat layout: per item, its channels' zero-padded (H+2, W+2) grids one after the other
-    # (length K), and for the search direction ``row + 1`` zeros at both ends, so that the
-    # stencil is a few adds of contiguous shifted slices (_separable_sum).
-    c = images.shape[1]
-    row = w + 2
-    k = c * (h + 2) * row
-    marg = row + 1
-
-    def flat(t: Tensor) -> Tensor:  # (n, c', H, W) -> (n, c' (H+2)(W+2))
-        return F.pad(t, (1, 1, 1, 1)).flatten(1)
-
-    # all weights scaled by 12 (2 direct, 1 diagonal): CG is invariant to the scaling.
-    # op(u) = m (D u - N(u)) = m ((D + 4) u - S(u)), S the separable [1,2,1]x[1,2,1] stencil
-    diag = neighbour_sum(torch.ones(1, 1, h, w, device=dev, dtype=dt))  # (1,1,H,W)
-    m = flat(m4[active]).repeat(1, c)  # (n, K), 0 on the padding
-    md4 = m * flat(diag + 4).repeat(1, c)
-    inv_diag = flat(1.0 / diag).repeat(1, c)
-    src = out[active]
-    b = m * flat(neighbour_sum(src))
-    # start from each channel's mean over the kept pixels: removes the large constant error
-    kept = 1 - m4[active]
-    mean = src.sum((2, 3), keepdim=True) / kept.sum((2, 3), keepdim=True)
-    pbuf = torch.zeros(len(active), k + 2 * marg, device=dev, dtype=dt)
-    p = pbuf[:, marg:marg + k]
-    x = m * flat(mean.expand_as(src))
-
-    def op() -> Tensor:  # op(p), p living in pbuf
-        return torch.mul(md4, p).sub_(_separable_sum(pbuf, row, k).mul_(m))
-
-    p.copy_(x)
-    r = b - op()
-    z = r * inv_diag
-    p.copy_(z)
-    rz = torch.linalg.vecdot(r, z).unsqueeze(1)
-    bnorm = b.norm(dim=1)
-    idx = active
+    # items sorted by removed count, solved in sub-batches: the sub-batch's vectors stay in the
+    # CPU's cache, and items of similar size converge together (throughput only)
+    order = removed.flatten(1).sum(1).argsort()
+    out = torch.empty_like(images)
     worst = 0.0
-    for it in range(max_iter + 1):
-        if it % check_every == 0 or it == max_iter:
-            rel = r.norm(dim=1) / bnorm.clamp_min(1e-30)
-            done = (rel <= tol) | (bnorm == 0)
-            if it == max_iter:
-                worst = float(rel.max()) if rel.numel() else 0.0
-                done = torch.ones_like(done)
-            if bool(done.any()):
-                sol = x[done].view(-1, c, h + 2, row)[..., 1:-1, 1:-1]
-                out[idx[done]] += sol
-                keep = ~done
-                if not bool(keep.any()):
-                    break
-                idx, m, md4, x, r, pbuf, rz, bnorm = (
-                    t[keep] for t in (idx, m, md4, x, r, pbuf, rz, bnorm))
-                p = pbuf[:, marg:marg + k]
-        ap = op()
-        pap = torch.linalg.vecdot(p, ap).unsqueeze(1)
-        alpha = torch.where(pap > 0, rz / pap.clamp_min(1e-30), torch.zeros_like(pap))
-        x.addcmul_(alpha, p)
-        r.sub_(ap.mul_(alpha))
-        z = torch.mul(r, inv_diag)
-        rz_new = torch.linalg.vecdot(r, z).unsqueeze(1)
-        beta = torch.where(rz > 0, rz_new / rz.clamp_min(1e-30), torch.zeros_like(rz))
-        p.mul_(beta).add_(z)
-        rz = rz_new
+    for start in range(0, n, _SUB_BATCH):
+        sel = order[start:start + _SUB_BATCH].to(images.device)
+        res, wst = _solve(images[sel], removed[sel.to(removed.device)], tol, max_iter,
+                          check_every)
+        out[sel] = res
+        worst = max(worst, wst)
     if worst > tol:
         warnings.warn(f"linear_imputation: conjugate gradient stopped after max_iter={max_iter} "
                       f"iterations at relative residual {worst:.2e} > tol={tol:g}",
