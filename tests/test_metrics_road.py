@@ -153,6 +153,31 @@ def test_imputed_pixels_solve_the_weighted_neighbour_mean():
     assert worst < 1e-4
 
 
+def test_sub_batches_keep_item_order_and_match_single_solves():
+    # more items than one solver sub-batch, removed counts in shuffled order: the sorting and
+    # sub-batching must put every solution back in its own row
+    n = R._SUB_BATCH + 9
+    torch.manual_seed(5)
+    img = torch.randn(n, 3, 12, 10)
+    frac = torch.rand(n) * 0.9 + 0.05
+    removed = torch.rand(n, 12, 10) < frac.view(-1, 1, 1)
+    removed[0] = True  # an all-removed item (filled with 0) among them
+    out = R.linear_imputation(img, removed, tol=1e-7)
+    for i in range(n):
+        solo = R.linear_imputation(img[i:i + 1], removed[i:i + 1], tol=1e-7)[0]
+        assert (out[i] - solo).abs().max() < 1e-5, i
+    assert torch.equal(out[0], torch.zeros(3, 12, 10))
+    assert torch.equal(out[~removed.unsqueeze(1).expand_as(out)],
+                       img[~removed.unsqueeze(1).expand_as(img)])
+
+
+def test_neighbour_sum_is_the_weighted_3x3_stencil():
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    k = torch.tensor([[1.0, 2, 1], [2, 0, 2], [1, 2, 1]], dtype=torch.float64)
+    ref = torch.nn.functional.conv2d(x.view(6, 1, 5, 7), k.view(1, 1, 3, 3), padding=1)
+    assert torch.allclose(R.neighbour_sum(x), ref.view(2, 3, 5, 7))
+
+
 def test_linear_ramp_is_reproduced():
     h, w = 12, 10
     yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
