@@ -22,12 +22,19 @@ from attrbench.bench import (
     MethodPeakMemory,
     Row,
     bench_main,
+    format_metric_costs,
     format_table,
+    interleaved_ms,
     linear_extrapolation,
     median_ms,
+    metric_costs,
+    metric_totals,
+    ratio_stats,
     relative_growth,
     safe_ratio,
 )
+from attrbench.catalog import METRICS
+from attrbench.interfaces import AttributionMethod, Metric
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -87,6 +94,34 @@ def test_median_ms_counts_calls_and_interleaves():
     assert all(0 <= m <= med for m, med in zip(minima, medians))
     with pytest.raises(ValueError, match="repeats"):
         median_ms(fns, "cpu", repeats=0)
+
+
+def test_interleaved_ms_returns_every_repeat():
+    order = []
+    fns = [lambda: order.append("a"), lambda: order.append("b")]
+    times = interleaved_ms(fns, "cpu", repeats=4, warmup=0)
+    assert order == ["a", "b"] * 4
+    assert [len(t) for t in times] == [4, 4] and all(x >= 0 for t in times for x in t)
+    with pytest.raises(ValueError, match="warmup"):
+        interleaved_ms(fns, "cpu", repeats=1, warmup=-1)
+
+
+def test_ratio_stats_is_the_median_of_per_repeat_ratios():
+    # per-repeat ratios 2, 1.5, 2.5: median 2, while the ratio of the medians is 3 / 2 = 1.5
+    # and that of the minima (best runs) 2 / 1 = 2 only by chance
+    r = ratio_stats([2.0, 3.0, 10.0], [1.0, 2.0, 4.0])
+    assert r["ratio"] == 2.0 and r["ratio_min"] == 1.5 and r["ratio_max"] == 2.5
+    assert r["ratios"] == [2.0, 1.5, 2.5]
+    # one slow repeat on both sides (machine load) does not move the median
+    r = ratio_stats([1.1, 1.1, 55.0], [1.0, 1.0, 50.0])
+    assert r["ratio"] == pytest.approx(1.1)
+    # even count: the mean of the middle two; non-finite repeats are left out
+    r = ratio_stats([1.0, 3.0, 5.0], [1.0, 1.0, 0.0])
+    assert r["ratio"] == 2.0 and r["ratios"] == [1.0, 3.0]
+    r = ratio_stats([1.0], [0.0])
+    assert math.isnan(r["ratio"]) and r["ratios"] == []
+    with pytest.raises(ValueError, match="as many"):
+        ratio_stats([1.0, 2.0], [1.0])
 
 
 _PEAK_PROBE = """
@@ -214,6 +249,97 @@ def test_deletion_vs_quantus_with_quantus():
     assert out["speedup"] == pytest.approx(out["quantus_ms"] / out["ours_ms"])
 
 
+class _Counting(Metric):
+    """Counts its updates and resets; scores 0."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates = self.resets = 0
+
+    def score(self, batch):
+        self.updates += 1
+        return [0.0] * batch.batch_size
+
+    def reset(self) -> None:
+        super().reset()
+        self.resets += 1
+
+
+class _NotForCenter(_Counting):
+    name = "not_for_center"
+
+    def not_applicable(self, method, name=""):
+        return "no center" if name == "center" else None
+
+
+class _Raising(Metric):
+    name = "raising"
+
+    def score(self, batch):
+        raise RuntimeError("boom")
+
+
+def _synthetic_batch(images, labels, cls):
+    from attrbench.data.sample import Batch
+
+    b = images.shape[0]
+    masks = torch.stack([(cls == k + 1) for k in range(labels.shape[1])], 1)
+    return Batch(images, labels, masks, torch.ones(b, dtype=torch.bool),
+                 [[] for _ in range(b)], [f"i{i}" for i in range(b)])
+
+
+def test_metric_costs_times_every_metric_on_every_method(synthetic_classifier, synthetic_batch):
+    from attrbench.catalog import METHODS
+
+    batch = _synthetic_batch(*synthetic_batch)
+    methods = {n: METHODS.get(n)(synthetic_classifier) for n in ("center", "gradcam")}
+    counting, partial = _Counting(), _NotForCenter()
+    metrics = {"counting": counting, "not_for_center": partial, "raising": _Raising(),
+               "mean_f1": METRICS.get("mean_f1")()}
+    out = metric_costs(methods, metrics, batch, synthetic_classifier, repeats=2, device="cpu")
+    assert out["images"] == {"center": 4, "gradcam": 4} and not out["skipped"]
+    assert set(out["ms_per_image"]["center"]) == {"counting", "mean_f1"}
+    assert set(out["ms_per_image"]["gradcam"]) == {"counting", "not_for_center", "mean_f1"}
+    assert out["not_applicable"] == {"center": {"not_for_center": "no center"}}
+    assert set(out["failed"]) == {"center", "gradcam"}
+    assert "boom" in out["failed"]["gradcam"]["raising"]
+    # one warm-up on the metric's first use, then 2 timed updates per method; each reset
+    assert counting.updates == 1 + 2 * 2 and counting.resets == counting.updates
+    assert partial.updates == 1 + 2  # not run on center
+    assert all(v >= 0 for row in out["ms_per_image"].values() for v in row.values())
+
+
+def test_metric_costs_skips_a_method_that_fails_every_image(synthetic_classifier,
+                                                            synthetic_batch):
+    class Broken(AttributionMethod):
+        name = "broken"
+
+        def _attribute(self, images, targets, **kw):
+            raise RuntimeError("no maps")
+
+    batch = _synthetic_batch(*synthetic_batch)
+    out = metric_costs({"broken": Broken(synthetic_classifier)}, {"counting": _Counting()},
+                       batch, synthetic_classifier, repeats=1, device="cpu")
+    assert "no maps" in out["skipped"]["broken"] and not out["ms_per_image"]
+
+
+def test_metric_totals_and_table():
+    costs = {"ms_per_image": {"a": {"m1": 1.0, "m2": 2.0}, "b": {"m1": 0.5}},
+             "not_applicable": {"b": {"m2": "why"}}, "failed": {}}
+    tot = metric_totals(costs, {"a": 10.0, "b": 20.0})
+    assert tot["metrics_per_method"] == {"a": 3.0, "b": 0.5}
+    assert tot["method_and_metrics"] == {"a": 13.0, "b": 20.5}
+    assert tot["per_metric"] == {"m1": 1.5, "m2": 2.0}
+    assert tot["metrics_all"] == 3.5 and tot["methods_all"] == 30.0 and tot["all"] == 33.5
+    lines = format_metric_costs(costs, {"a": 10.0, "b": 20.0}, tot).splitlines()
+    assert lines[0].split() == ["method", "method", "m1", "m2", "metrics", "total"]
+    assert lines[2].split() == ["a", "10.00", "1.00", "2.00", "3.00", "13.00"]
+    assert lines[3].split() == ["b", "20.00", "0.50", "n/a", "0.50", "20.50"]
+    assert lines[5].split() == ["total", "30.00", "1.50", "2.00", "3.50", "33.50"]
+
+
 def test_bad_arguments_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         bench_main(["--images", "0"])
@@ -283,6 +409,30 @@ def test_bench_main_quick(tmp_path: Path, capsys, monkeypatch):
     assert data["methods"]["gradcam"]["calls_per_image"] > 0
     p = data["paper_settings"]
     assert p["rise_extrapolated"] and p["ep_extrapolated"]
+
+    # the method x metric section: every measured method has a row of the default metrics
+    mc = data["metric_costs"]
+    assert set(mc["ms_per_image"]) == set(data["methods"])
+    assert {"mean_f1", "deletion_auc", "pointing_game"} <= set(mc["metrics"])
+    for name, row in mc["ms_per_image"].items():
+        done = set(row) | set(mc["not_applicable"].get(name, {})) | set(
+            mc["failed"].get(name, {}))
+        assert done == set(mc["metrics"]), name  # every metric timed, n/a or failed
+        assert all(v >= 0 for v in row.values()), name
+    assert not mc["failed"], mc["failed"]
+    tot = mc["totals"]
+    assert tot["all"] == pytest.approx(tot["metrics_all"] + tot["methods_all"])
+    assert "ms per image: each method, then each default metric" in printed
+    # --quick uses the shared quick settings, recorded with the method
+    from attrbench.presets import QUICK_METHOD_OPTIONS
+
+    assert data["methods"]["rise"]["options"]["num_masks"] == (
+        QUICK_METHOD_OPTIONS["rise"]["num_masks"])
+    for key in ("deletion_over_bare_forwards", "rise_over_bare_forwards"):
+        assert "repeat ratios, range" in data["ratios"][key]["context"]
+    d = data["deletion_overhead"]
+    assert d["ratio_min"] <= d["ratio"] <= d["ratio_max"]
+    assert len(d["ratios"]) == data["config"]["ratio_repeats"]
     assert "extrapolated" in printed or "explainer_vs_paper" in data["skipped"]
 
 
@@ -293,5 +443,5 @@ def _walk_nulls(obj, path=""):
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
             yield from _walk_nulls(v, f"{path}[{i}]")
-    elif obj is None and not path.startswith(".config"):
+    elif obj is None and not path.startswith((".config", ".metric_costs.metric_options")):
         yield path, obj
