@@ -445,3 +445,34 @@ def _walk_nulls(obj, path=""):
             yield from _walk_nulls(v, f"{path}[{i}]")
     elif obj is None and not path.startswith((".config", ".metric_costs.metric_options")):
         yield path, obj
+
+
+# ------------------------------------------------------------------ paper-scale estimates
+def _estimates_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_scale_estimates.py"
+    spec = importlib.util.spec_from_file_location("paper_scale_estimates", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paper_scale_estimates_scale_linearly_and_docs_are_current(capsys):
+    est = _estimates_module()
+    # the busiest of N processes gets ceil(images / N) images
+    assert est.sharded_seconds(1000.0, 210, 1) == 210.0
+    assert est.sharded_seconds(1000.0, 210, 4) == 53.0
+    assert est.sharded_seconds(2.0, 2000, 8) == 0.5
+    assert est.duration(math.nan) == "not measured"
+    assert est.duration(90) == "90 s" and est.duration(900) == "15.0 min"
+    text = est.markdown()
+    assert "VGG-16 at 224 px**: not measured" in text
+    # EP is extrapolated from the quick GPU check's 100 iterations to 800
+    ep = json.loads((est.GPU / "gpu_check_h200_quick.json").read_text())["ms_per_image"]
+    voc_1gpu = est.duration(ep["extremal_perturbations"] * 8 * 210 / 1000)
+    assert any(line.startswith("| extremal_perturbations") and f"| {voc_1gpu} |" in line
+               for line in text.splitlines())
+    # docs/performance.md holds the block the committed figures give
+    assert est.main(["--check", str(est.ROOT / "docs" / "performance.md")]) == 0, (
+        capsys.readouterr().err)
