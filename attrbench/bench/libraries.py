@@ -40,24 +40,41 @@ def deletion_vs_quantus(model: nn.Module, images: Tensor, masks: Tensor, targets
         A dict with ``skipped`` (a message) when Quantus is missing or fails, else the times,
         ``quantus_steps``, ``speedup`` and ``speedup_equal_work``.
     """
-    from attrbench.metrics.perturbation import deletion_insertion_curves
-
     dev = torch.device(device) if device is not None else images.device
     try:
         import quantus
     except Exception as e:  # noqa: BLE001 - any import failure means: skip
         return {"skipped": f"Quantus is not importable ({type(e).__name__}: {e}); "
                            "install the bench extra: pip install 'attrbench[bench]'"}
-    n, _, h, w = images.shape
+    h, w = images.shape[-2:]
     if (h * w) % steps:
         return {"skipped": f"Quantus needs features_in_step to divide H*W={h * w}; "
                            f"H*W/steps with steps={steps} is not an integer"}
     fis = h * w // steps
+    metric = quantus.PixelFlipping(features_in_step=fis, perturb_baseline="black",
+                                   disable_warnings=True, display_progressbar=False)
+    try:
+        t_ours, t_same, t_q, q_steps = _time_vs_quantus(metric, model, images, masks, targets,
+                                                        steps, batch_size, repeats, dev)
+    except Exception as e:  # noqa: BLE001
+        return {"skipped": f"Quantus PixelFlipping failed ({type(e).__name__}: {e})"}
+    return {"quantus_version": quantus.__version__, "features_in_step": fis,
+            "quantus_steps": q_steps, "quantus_ms": t_q, "ours_ms": t_ours,
+            "ours_same_work_ms": t_same, "speedup": safe_ratio(t_q, t_ours),
+            "speedup_equal_work": safe_ratio(t_q, t_same), "steps": steps}
+
+
+def _time_vs_quantus(metric: Any, model: nn.Module, images: Tensor, masks: Tensor,
+                     targets: Tensor, steps: int, batch_size: int, repeats: int,
+                     dev: torch.device) -> tuple[float, float, float, int]:
+    """Median ms of ours (``steps``), ours with Quantus's steps and batch, and Quantus's
+    ``metric``; and Quantus's number of steps."""
+    from attrbench.metrics.perturbation import deletion_insertion_curves
+
+    n = images.shape[0]
     x_np = images.detach().cpu().numpy()
     y_np = targets.detach().cpu().numpy()
     a_np = masks.detach().cpu().numpy()[:, None]
-    metric = quantus.PixelFlipping(features_in_step=fis, perturb_baseline="black",
-                                   disable_warnings=True, display_progressbar=False)
 
     def theirs() -> Any:
         with warnings.catch_warnings():
@@ -69,20 +86,14 @@ def deletion_vs_quantus(model: nn.Module, images: Tensor, masks: Tensor, targets
         return deletion_insertion_curves(model, images, masks, targets, steps, "deletion",
                                          "zero", batch_size=batch_size)
 
-    try:
-        q_steps = len(theirs()[0])
+    q_steps = len(theirs()[0])
 
-        def ours_same_work() -> Tensor:
-            return deletion_insertion_curves(model, images, masks, targets, q_steps,
-                                             "deletion", "zero", batch_size=n)
+    def ours_same_work() -> Tensor:
+        return deletion_insertion_curves(model, images, masks, targets, q_steps, "deletion",
+                                         "zero", batch_size=n)
 
-        (t_ours, t_same, t_q), _ = median_ms([ours, ours_same_work, theirs], dev, repeats)
-    except Exception as e:  # noqa: BLE001
-        return {"skipped": f"Quantus PixelFlipping failed ({type(e).__name__}: {e})"}
-    return {"quantus_version": quantus.__version__, "features_in_step": fis,
-            "quantus_steps": q_steps, "quantus_ms": t_q, "ours_ms": t_ours,
-            "ours_same_work_ms": t_same, "speedup": safe_ratio(t_q, t_ours),
-            "speedup_equal_work": safe_ratio(t_q, t_same), "steps": steps}
+    (t_ours, t_same, t_q), _ = median_ms([ours, ours_same_work, theirs], dev, repeats)
+    return t_ours, t_same, t_q, q_steps
 
 
 def _ours_vs_theirs(ours, theirs, device: torch.device, repeats: int) -> dict[str, Any]:
