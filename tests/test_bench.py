@@ -347,6 +347,10 @@ def test_bad_arguments_exit_2(capsys):
     with pytest.raises(SystemExit):
         bench_main(["--memory-sizes", "1000,abc"])
     assert "--memory-sizes" in capsys.readouterr().err
+    # a bad device is the run's ConfigError: one line, exit 2, before any work
+    assert bench_main(["--device", "tpu9", "--out", "unused"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: invalid --device 'tpu9'; expected cpu, cuda, cuda:N or auto"]
 
 
 # ------------------------------------------------------------------------------ end to end
