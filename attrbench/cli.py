@@ -231,12 +231,6 @@ def _cmd_report(args) -> int:
     return 0
 
 
-def _cmd_bench(args) -> int:
-    from .bench import bench_main
-
-    return bench_main(args.bench_args)
-
-
 def _cmd_table(args) -> int:
     from .paper_table import table_command
 
@@ -273,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .paper_table import add_arguments
 
     add_arguments(p)
-    p = sub.add_parser("bench", help="speed ratios against the anchors (attrbench bench --help)",
-                       add_help=False)
+    # listed for --help only: main() hands "bench" to its own parser before argparse runs
+    p = sub.add_parser("bench", help="speed ratios and where the time goes (attrbench bench "
+                       "--help)", add_help=False)
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("readme-table", add_help=False,
                        help="write README.md's results table from results/baselines/"
@@ -301,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"run": _cmd_run, "list": _cmd_list, "train": _cmd_train, "report": _cmd_report,
-                "compare": _cmd_compare, "table": _cmd_table, "data": _cmd_data, "bench": _cmd_bench}
+                "compare": _cmd_compare, "table": _cmd_table, "data": _cmd_data}
     from .data.voc import DataError
     from .models import CheckpointError
     from .registry import RegistryError

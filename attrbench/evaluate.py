@@ -223,7 +223,7 @@ def _retry_one_by_one(method, batch: Batch, pi: Tensor, seeds: Tensor, device: t
     return ok_masks
 
 
-def _eval_batch(name: str, method: AttributionMethod, batch: Batch, ok: list[int], masks: Tensor,
+def eval_batch(name: str, method: AttributionMethod, batch: Batch, ok: list[int], masks: Tensor,
                 stats: dict, seeds: Tensor, model, device: torch.device) -> EvalBatch:
     """The :class:`EvalBatch` of the images in ``ok`` (those the method did not fail)."""
     b = len(batch)
@@ -262,7 +262,7 @@ def score_batch(name: str, method: AttributionMethod, batch: Batch, seeds: Tenso
              "error": errors[i], "scores": {}} for i in range(len(batch)) if errors[i] is not None]
     if not ok:
         return rows
-    eb = _eval_batch(name, method, batch, ok, masks, stats, seeds, model, device)
+    eb = eval_batch(name, method, batch, ok, masks, stats, seeds, model, device)
     scores, failed_metric, not_applicable, curves = _run_metrics(
         name, method, eb, metrics, device, collected, timings)
     classes = [torch.nonzero(eb.labels[j] > 0.5).flatten().tolist() for j in range(len(ok))]

@@ -197,6 +197,25 @@ SYNTHETIC = Preset(
 )
 
 
+#: Settings for smoke tests and ``attrbench bench --quick``, not for numbers: the fewest masks,
+#: iterations and steps with which each costly method still runs its whole algorithm (every
+#: stage, every option validated as usual). Results made with them say nothing about a method's
+#: quality; the presets' ``method_options`` are what runs use. Keyed by canonical method name
+#: (captum methods by their ``captum:<Name>`` name); options not given keep the preset's.
+QUICK_METHOD_OPTIONS: dict[str, dict[str, Any]] = {
+    "rise": {"num_masks": 64, "batch_size": 32},
+    "extremal_perturbations": {"max_iter": 4, "areas": [0.1, 0.2]},
+    "igos_pp": {"iterations": 2, "ig_iter": 2},
+    "captum:IntegratedGradients": {"n_steps": 8},
+}
+
+
+def quick_method_options(name: str) -> dict[str, Any]:
+    """A copy of :data:`QUICK_METHOD_OPTIONS` for ``name`` ({} for a method without any)."""
+    return {k: list(v) if isinstance(v, list) else v
+            for k, v in QUICK_METHOD_OPTIONS.get(name, {}).items()}
+
+
 def _paper_preset(dataset: str, arch: str) -> Preset:
     k_lr = {("voc", "vgg16"): 1e-5, ("voc", "resnet50"): 1e-4,
             ("coco", "vgg16"): 1e-5, ("coco", "resnet50"): 1e-4}

@@ -7,20 +7,15 @@ import torch
 from torch import nn
 
 from attrbench.catalog import METHODS
+from attrbench.presets import quick_method_options
 
-#: cheap settings so the contract suite stays fast (the options are validated like any other)
-CHEAP = {
-    "rise": {"num_masks": 64, "batch_size": 64},
-    "extremal_perturbations": {"max_iter": 4, "areas": [0.1, 0.2]},
-    "igos_pp": {"iterations": 2, "ig_iter": 2},
-}
 NAMES = METHODS.names() + ["captum:IntegratedGradients", "captum:Saliency"]
-CAPTUM_CHEAP = {"captum:IntegratedGradients": {"n_steps": 8}}
 
 
 def _make(name, model):
     cls = METHODS.get(name)
-    opts = dict(CHEAP.get(name, CAPTUM_CHEAP.get(name, {})))
+    # the shared quick settings keep the suite fast (validated like any other options)
+    opts = quick_method_options(name)
     if getattr(cls, "needs_checkpoint", False):
         from attrbench.presets import SYNTHETIC
 

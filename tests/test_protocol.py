@@ -15,6 +15,7 @@ from attrbench.data.sample import Original
 from attrbench.interfaces import EvalBatch, minmax_rescale
 from attrbench.metrics import pointing as P
 from attrbench.metrics import specificity as SP
+from attrbench.presets import quick_method_options
 
 # ------------------------------------------------------------ the paper's VOC / VGG-16 matrices
 # Mean softmax probability x 100 of the row's class on the image masked by the column's mask,
@@ -145,12 +146,6 @@ def test_runner_merges_in_the_methods_order(synthetic_classifier, synthetic_batc
 
 
 # ------------------------------------------------------- model randomisation over the registry
-CHEAP = {
-    "rise": {"num_masks": 32, "batch_size": 32},
-    "extremal_perturbations": {"max_iter": 2, "areas": [0.1]},
-    "igos_pp": {"iterations": 1, "ig_iter": 2},
-    "captum:IntegratedGradients": {"n_steps": 4},
-}
 REGISTRY = METHODS.names() + ["captum:Saliency", "captum:IntegratedGradients",
                               "gradcam-lib:GradCAM"]
 
@@ -161,7 +156,7 @@ def test_randomization_works_for_every_registered_method(name, synthetic_classif
     images, labels, cls = synthetic_batch
     images, labels, cls = images[:2], labels[:2], cls[:2]
     klass = METHODS.get(name)
-    opts = dict(CHEAP.get(name, {}))
+    opts = quick_method_options(name)
     if getattr(klass, "needs_checkpoint", False):
         from attrbench.presets import SYNTHETIC
 
