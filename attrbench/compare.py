@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .tables.comparison import format_comparison
+
 __all__ = [
     "BASELINE_FORMAT",
     "Comparison",
@@ -475,81 +477,6 @@ def compare(
                                 "status": "new", "fail": False,
                                 "message": f"{what} not in the baseline"})
     return out
-
-
-# ------------------------------------------------------------------------------ printing
-def _f(v: Any, signed: bool = False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:+.4f}" if signed else f"{v:.4f}"
-
-
-def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-def _tol_text(e: Mapping[str, Any]) -> str:
-    tol = e["tolerance"]
-    if e["status"] == "new":
-        return ""
-    if tol is None:
-        return "report only"
-    if tol.kind == "absolute" or math.isnan(e["allowed"]):
-        return tol.describe()
-    return f"±{e['allowed']:.4f} ({tol.describe()})"
-
-
-def format_comparison(result: Comparison) -> str:
-    """The readable diff table, the run-level findings, the configuration diff and a verdict."""
-    header = ["method", "metric", "baseline", "current", "delta", "tolerance", "status", "detail"]
-    rows = [
-        [e["method"], e["metric"], _f(e["baseline"]), _f(e["current"]),
-         _f(e["delta"], signed=True), _tol_text(e), e["status"],
-         e["message"] if e["status"] != "ok" else ""]
-        for e in result.entries
-    ]
-    lines = [_table(header, rows, right={2, 3, 4})] if rows else ["(nothing to compare)"]
-    checks = [c for c in result.checks if c["rule"] != "config"]
-    if checks:
-        lines += ["", "Failures and image counts:"]
-        lines += [f"  {c['rule']}: {c['subject']}: {c['message']}" for c in checks]
-    cfg = [c for c in result.checks if c["rule"] == "config"]
-    if cfg:
-        lines += ["", "Configuration diff (baseline -> run):"]
-        lines += [f"  {c['subject']}: {c['message']}" for c in cfg]
-    lines.append("")
-    failed = [e for e in result.entries if e["fail"]]
-    failed_checks = [c for c in result.checks if c["fail"]]
-    if failed or failed_checks:
-        parts = []
-        if failed:
-            parts.append(f"{len(failed)} of {len(result.entries)} values: " + ", ".join(
-                f"{e['method']}/{e['metric']} ({e['status']})" for e in failed))
-        for rule, what in (("failures", "failure counts changed"),
-                           ("images", "image counts changed"),
-                           ("config", "configuration changed")):
-            subjects = [c["subject"] for c in failed_checks if c["rule"] == rule]
-            if subjects:
-                parts.append(f"{what}: {', '.join(subjects)}")
-        lines.append("FAIL: " + "; ".join(parts))
-        if any(e["status"] == "DEFINITION CHANGED" for e in failed) or cfg:
-            lines.append("If the change is intended, refresh the baseline in the same commit "
-                         "(results/README.md).")
-    else:
-        n_checked = sum(1 for e in result.entries if e["status"] == "ok")
-        lines.append(
-            f"OK: {n_checked} values within tolerance, same configuration, image counts and "
-            f"failures ({sum(1 for e in result.entries if e['status'] == 'info')} reported "
-            f"only, {sum(1 for e in result.entries if e['status'] == 'new')} new)"
-        )
-    return "\n".join(lines)
 
 
 def compare_main(
