@@ -242,36 +242,7 @@ def render_markdown(summary: Mapping[str, Any], title: str = "attrbench summary"
         body.append(cells)
     md = [f"# {title}", "", _md_table(header, body), ""]
     md += [f"- {line}" for line in _footer_lines(summary)]
-    paired = _paired(summary)
-    if paired.get("reference") is not None and paired["results"]:
-        md += [
-            "",
-            f"## Paired comparison with `{paired['reference']}`",
-            "",
-            (
-                "Mean per-image difference (method − reference) over the images both scored, "
-                "its 95 % CI (bootstrap) and p-value."
-            ),
-            "",
-        ]
-        ph = ["method"] + [k for k in metrics if k not in cost_metrics(summary)]
-        pb = []
-        for m, res in paired["results"].items():
-            cells = [m]
-            for k in ph[1:]:
-                r = res.get(k)
-                if r is None:
-                    cells.append("–")
-                    continue
-                s = f"{_signed(r['diff'])}"
-                if _finite(r.get("ci_low")):
-                    s += f" [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
-                s += f" {_fmt_p(r['p'])} (n={r['n']})"
-                if r.get("significant"):
-                    s += f" {DAGGER}"
-                cells.append(s)
-            pb.append(cells)
-        md += [_md_table(ph, pb)]
+    md += _md_paired(summary, metrics)
     failures = {m: r.get("failures") for m, r in summary["results"].items() if r.get("failures")}
     if failures:
         md += ["", "## Failures", ""]
@@ -283,6 +254,41 @@ def render_markdown(summary: Mapping[str, Any], title: str = "attrbench summary"
         for k, d in summary["metrics"].items()
     ]
     return "\n".join(md) + "\n"
+
+
+def _md_paired(summary: Mapping[str, Any], metrics: list[str]) -> list[str]:
+    """``summary.md``'s section of paired comparisons with the reference (none without one)."""
+    paired = _paired(summary)
+    if paired.get("reference") is None or not paired["results"]:
+        return []
+    md = [
+        "",
+        f"## Paired comparison with `{paired['reference']}`",
+        "",
+        (
+            "Mean per-image difference (method − reference) over the images both scored, "
+            "its 95 % CI (bootstrap) and p-value."
+        ),
+        "",
+    ]
+    ph = ["method"] + [k for k in metrics if k not in cost_metrics(summary)]
+    pb = []
+    for m, res in paired["results"].items():
+        cells = [m]
+        for k in ph[1:]:
+            r = res.get(k)
+            if r is None:
+                cells.append("–")
+                continue
+            s = f"{_signed(r['diff'])}"
+            if _finite(r.get("ci_low")):
+                s += f" [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
+            s += f" {_fmt_p(r['p'])} (n={r['n']})"
+            if r.get("significant"):
+                s += f" {DAGGER}"
+            cells.append(s)
+        pb.append(cells)
+    return md + [_md_table(ph, pb)]
 
 
 def _signed(v: Any) -> str:

@@ -117,38 +117,11 @@ def render_text(
     """
     metrics = select_columns(summary, columns)
     limit = width if columns is None else None
-    any_failed = any(summary["results"][m]["n_failed"] for m in summary["methods"])
-    left_header = ["method", "n"] + (["failed"] if any_failed else [])
-    left_rows = []
-    cells: dict[str, list[str]] = {k: [] for k in metrics}
-    for m in summary["methods"]:
-        r = summary["results"][m]
-        left_rows.append([m, str(r["n_images"])] + ([str(r["n_failed"])] if any_failed else []))
-        for k in metrics:
-            c = r["metrics"].get(k, {})
-            cells[k].append(
-                NOT_APPLICABLE
-                if c.get("not_applicable")
-                else plus_minus(c.get("value"), c.get("ci_low"), c.get("ci_high"))
-            )
+    left_header, left_rows, cells = _text_cells(summary, metrics)
     left_w = [max(len(h), *(len(row[i]) for row in left_rows)) if left_rows else len(h)
               for i, h in enumerate(left_header)]
-    labels = {k: f"{k} {_arrow(summary['metrics'][k])}" for k in metrics}
-    col_w = {}
-    heads = {}
-    for k in metrics:
-        w = max([len(c) for c in cells[k]] + [max(len(p) for p in _wrap_label(labels[k], 1))])
-        heads[k] = _wrap_label(labels[k], w)
-        col_w[k] = max([w] + [len(p) for p in heads[k]])
-
-    def total(keys: list[str], sep: int) -> int:
-        return sum(left_w) + 2 * (len(left_w) - 1) + sum(col_w[k] + sep for k in keys)
-
-    shown, sep = list(metrics), 2
-    if limit is not None and total(shown, 2) > limit:
-        sep = 1
-        while shown and total(shown, sep) > limit:
-            shown.pop()
+    heads, col_w = _metric_heads(summary, metrics, cells)
+    shown, sep = _fit_columns(metrics, left_w, col_w, limit)
     dropped = [k for k in metrics if k not in shown]
     n_head = max([len(heads[k]) for k in shown] + [1])
 
@@ -180,6 +153,58 @@ def render_text(
     for note in notes:
         out += textwrap.wrap(note, limit or TERMINAL_WIDTH, break_on_hyphens=False)
     return "\n".join(out)
+
+
+def _text_cells(summary: Mapping[str, Any], metrics: list[str]
+                ) -> tuple[list[str], list[list[str]], dict[str, list[str]]]:
+    """The left header (``method``, ``n``, and ``failed`` when a method failed on some image),
+    its rows, and per metric the cells ``value±h`` (or ``n/a``), one per method."""
+    any_failed = any(summary["results"][m]["n_failed"] for m in summary["methods"])
+    left_header = ["method", "n"] + (["failed"] if any_failed else [])
+    left_rows = []
+    cells: dict[str, list[str]] = {k: [] for k in metrics}
+    for m in summary["methods"]:
+        r = summary["results"][m]
+        left_rows.append([m, str(r["n_images"])] + ([str(r["n_failed"])] if any_failed else []))
+        for k in metrics:
+            c = r["metrics"].get(k, {})
+            cells[k].append(
+                NOT_APPLICABLE
+                if c.get("not_applicable")
+                else plus_minus(c.get("value"), c.get("ci_low"), c.get("ci_high"))
+            )
+    return left_header, left_rows, cells
+
+
+def _metric_heads(summary: Mapping[str, Any], metrics: list[str], cells: dict[str, list[str]]
+                  ) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Per metric its header lines (``name ↑`` wrapped after underscores to the width of its
+    widest cell) and its column width."""
+    labels = {k: f"{k} {_arrow(summary['metrics'][k])}" for k in metrics}
+    col_w = {}
+    heads = {}
+    for k in metrics:
+        w = max([len(c) for c in cells[k]] + [max(len(p) for p in _wrap_label(labels[k], 1))])
+        heads[k] = _wrap_label(labels[k], w)
+        col_w[k] = max([w] + [len(p) for p in heads[k]])
+    return heads, col_w
+
+
+def _fit_columns(metrics: list[str], left_w: list[int], col_w: dict[str, int],
+                 limit: int | None) -> tuple[list[str], int]:
+    """The metric columns shown and their separator width: all with two spaces when they fit
+    in ``limit`` (or there is none), else one space and trailing columns left out until they
+    fit."""
+
+    def total(keys: list[str], sep: int) -> int:
+        return sum(left_w) + 2 * (len(left_w) - 1) + sum(col_w[k] + sep for k in keys)
+
+    shown, sep = list(metrics), 2
+    if limit is not None and total(shown, 2) > limit:
+        sep = 1
+        while shown and total(shown, sep) > limit:
+            shown.pop()
+    return shown, sep
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]],
