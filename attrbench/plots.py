@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .curves import _read_rows, curves_from_rows, f1_curve_from_rows
 from .sidefiles import (
     CLASS_SPECIFICITY_FILE,
     QUALITATIVE_FILE,
@@ -113,118 +114,6 @@ def _colors(methods: Sequence[str]) -> dict[str, Any]:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _mean_band(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(N, S) with NaNs -> per column: mean, mean -+ 1.96 standard errors, and the count."""
-    ok = np.isfinite(arr)
-    n = ok.sum(0)
-    mean = np.where(n > 0, np.where(ok, arr, 0.0).sum(0) / np.maximum(n, 1), np.nan)
-    dev = np.where(ok, arr - mean[None], 0.0)
-    var = np.where(n > 1, (dev**2).sum(0) / np.maximum(n - 1, 1), 0.0)
-    half = 1.96 * np.sqrt(var) / np.sqrt(np.maximum(n, 1))
-    return mean, mean - half, mean + half, n
-
-
-def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
-    from .results import read_rows
-
-    if not (run_dir / "scores.jsonl").exists():
-        return []
-    return list(read_rows(run_dir))
-
-
-# ------------------------------------------------------------------------------- row readers
-def f1_curve_from_rows(rows: Iterable[Mapping[str, Any]], key: str = "f1_curve",
-                       thresholds: Sequence[float] | None = None) -> dict[str, dict[str, Any]]:
-    """Mean F1-vs-threshold curve per method from per-image rows.
-
-    Expects ``row["scores"][key]``: a list of ``len(thresholds)`` per-image F1 values (default
-    ``mean_f1``'s curve at thresholds 0.1..0.9; NaN/None where undefined). Rows without it, or
-    failed rows, are ignored; a curve of another length raises ``ValueError``.
-
-    Returns:
-        ``{method: {"thresholds", "mean", "low", "high", "n"}}`` (lists; ``low``/``high`` =
-        mean -+ 1.96 standard errors); empty when no row has a curve.
-    """
-    if thresholds is None:
-        from .metrics.localization import F1_CURVE_THRESHOLDS as thresholds
-    per: dict[str, list[list[float]]] = {}
-    for r in rows:
-        if r.get("status", "ok") != "ok":
-            continue
-        c = (r.get("scores") or {}).get(key)
-        if c is None:
-            continue
-        if isinstance(c, Mapping):  # per-class curves: average the classes
-            c = _mean_of_lists(list(c.values()))
-        if len(c) != len(thresholds):
-            raise ValueError(
-                f"scores['{key}'] of image {r.get('image_id')!r} ({r.get('method')}) has "
-                f"{len(c)} values, expected {len(thresholds)} (thresholds {tuple(thresholds)})"
-            )
-        per.setdefault(r["method"], []).append([math.nan if v is None else float(v) for v in c])
-    out = {}
-    for m, curves in per.items():
-        mean, lo, hi, n = _mean_band(np.asarray(curves, dtype=np.float64))
-        out[m] = {
-            "thresholds": list(thresholds),
-            "mean": mean.tolist(),
-            "low": lo.tolist(),
-            "high": hi.tolist(),
-            "n": n.tolist(),
-        }
-    return out
-
-
-def _mean_of_lists(lists: list[Sequence[Any]]) -> list[float]:
-    arr = np.asarray(
-        [[math.nan if v is None else float(v) for v in c] for c in lists], dtype=np.float64
-    )
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(arr, 0).tolist() if len(arr) else []
-
-
-def curves_from_rows(rows: Iterable[Mapping[str, Any]], key: str) -> dict[str, dict[str, Any]]:
-    """Mean curve per method of ``row["scores"][key]`` (e.g. ``"deletion_curve"``).
-
-    A per-image value is a list of floats (the score at perturbed fractions 0..1 in equal
-    steps) or a dict ``{class_id: list}`` (averaged over classes first). Curves of one method
-    must all have the same length. Returns ``{method: {"x", "mean", "low", "high", "n"}}``.
-    """
-    per: dict[str, list[list[float]]] = {}
-    for r in rows:
-        if r.get("status", "ok") != "ok":
-            continue
-        c = (r.get("scores") or {}).get(key)
-        if c is None:
-            continue
-        if isinstance(c, Mapping):
-            c = _mean_of_lists(list(c.values()))
-        if not isinstance(c, (list, tuple)) or len(c) < 2:
-            raise ValueError(
-                f"scores[{key!r}] of image {r.get('image_id')!r} must be a list of "
-                f">= 2 floats or a dict of such lists, got {c!r:.80}"
-            )
-        per.setdefault(r["method"], []).append([math.nan if v is None else float(v) for v in c])
-    out = {}
-    for m, curves in per.items():
-        lengths = {len(c) for c in curves}
-        if len(lengths) != 1:
-            raise ValueError(
-                f"scores[{key!r}] of method {m!r} has curves of lengths "
-                f"{sorted(lengths)}; expected one length"
-            )
-        mean, lo, hi, n = _mean_band(np.asarray(curves, dtype=np.float64))
-        s = len(curves[0])
-        out[m] = {
-            "x": np.linspace(0, 1, s).tolist(),
-            "mean": mean.tolist(),
-            "low": lo.tolist(),
-            "high": hi.tolist(),
-            "n": n.tolist(),
-        }
-    return out
 
 
 # ------------------------------------------------------------------------------- plots
@@ -377,43 +266,7 @@ def plot_quality_vs_cost(summary: Mapping[str, Any], out_dir: Path) -> FigureInf
     for i, q in enumerate(qs):
         for j, c in enumerate(cs):
             ax = fig.add_subplot(len(qs), len(cs), i * len(cs) + j + 1)
-            xs = {m: res[m]["metrics"].get(c, {}).get("value") for m in methods}
-            pos = [float(v) for v in xs.values() if _finite(v) and v > 0]
-            floor = (min(pos) / 3.0) if pos else 1e-3
-            for m in methods:
-                r = res[m]["metrics"].get(q, {})
-                y, xv = r.get("value"), xs[m]
-                if not _finite(y) or not _finite(xv):
-                    continue
-                zero = xv <= 0
-                xp = floor if zero else float(xv)
-                lo, hi = r.get("ci_low"), r.get("ci_high")
-                yerr = (
-                    [[max(0.0, y - lo)], [max(0.0, hi - y)]]
-                    if _finite(lo) and _finite(hi)
-                    else None
-                )
-                ax.errorbar(
-                    [xp],
-                    [y],
-                    yerr=yerr,
-                    fmt="o",
-                    color=colors[m],
-                    capsize=2,
-                    mfc="none" if zero else colors[m],
-                    label=m,
-                )
-                ax.annotate(
-                    m + (" (0)" if zero else ""),
-                    (xp, y),
-                    fontsize=7,
-                    xytext=(4, 3),
-                    textcoords="offset points",
-                )
-            ax.set_xscale("log")
-            ax.set_xlabel(f"{c} (log scale, ↓)")
-            ax.set_ylabel(f"{q} ↑")
-            ax.grid(alpha=0.3, which="both")
+            _quality_cost_panel(ax, res, methods, colors, q, c)
     return FigureInfo(
         "quality_vs_cost",
         "Localization quality against cost",
@@ -422,6 +275,48 @@ def plot_quality_vs_cost(summary: Mapping[str, Any], out_dir: Path) -> FigureInf
         "Times depend on the hardware.",
         *save_figure(fig, out_dir, "quality_vs_cost"),
     )
+
+
+def _quality_cost_panel(ax, res: Mapping[str, Any], methods: list[str],
+                        colors: Mapping[str, Any], q: str, c: str) -> None:
+    """One panel of :func:`plot_quality_vs_cost`: quality metric ``q`` against cost ``c``."""
+    xs = {m: res[m]["metrics"].get(c, {}).get("value") for m in methods}
+    pos = [float(v) for v in xs.values() if _finite(v) and v > 0]
+    floor = (min(pos) / 3.0) if pos else 1e-3
+    for m in methods:
+        r = res[m]["metrics"].get(q, {})
+        y, xv = r.get("value"), xs[m]
+        if not _finite(y) or not _finite(xv):
+            continue
+        zero = xv <= 0
+        xp = floor if zero else float(xv)
+        lo, hi = r.get("ci_low"), r.get("ci_high")
+        yerr = (
+            [[max(0.0, y - lo)], [max(0.0, hi - y)]]
+            if _finite(lo) and _finite(hi)
+            else None
+        )
+        ax.errorbar(
+            [xp],
+            [y],
+            yerr=yerr,
+            fmt="o",
+            color=colors[m],
+            capsize=2,
+            mfc="none" if zero else colors[m],
+            label=m,
+        )
+        ax.annotate(
+            m + (" (0)" if zero else ""),
+            (xp, y),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{c} (log scale, ↓)")
+    ax.set_ylabel(f"{q} ↑")
+    ax.grid(alpha=0.3, which="both")
 
 
 def make_figures(
