@@ -1,33 +1,8 @@
 """``attrbench compare BASELINE RUN_DIR``: the regression gate of CI (exit 1 on a regression).
 
-A **baseline** is a JSON file written by :func:`make_baseline` from a reference run::
-
-    {
-      "format": "attrbench-baseline", "schema": 2,
-      "created": "2025-01-01T12:00:00+00:00",
-      "source": {"run_dir": "results/runs/baseline", "preset": "synthetic", "limit": null,
-                 "seed": 0, "git": {"commit": "...", "clean": true},
-                 "environment": {"torch": "...", "device": "cpu", ...}},
-      "config": {"run": {"preset": "synthetic", "split": "test", "limit": null, "seed": 0,
-                         "image_size": 64, "num_classes": 6, "classes": [...],
-                         "classifier": {"name": "...", "fingerprint": "..."}},
-                 "methods": {METHOD: {"class": "...", "options": {...}}},
-                 "metrics": {METRIC: {"version": 1, "options": {...}}}},
-      "metrics": {METRIC: {"version": 1, "higher_is_better": true, "kind": "quality",
-                           "tolerance": {"kind": "absolute", "value": 0.01},
-                           "definition": "..."}},
-      "methods": [METHOD, ...],
-      "results": {METHOD: {"n_images": 100, "n_failed": 0, "failures": {},
-                           "metric_errors": {},
-                           "metrics": {METRIC: {"value": 0.41, "ci_low": 0.38,
-                                                "ci_high": 0.44, "n": 100,
-                                                "n_undefined": 0}}}}
-    }
-
-``source`` says where the numbers come from (the commit and whether the working tree was clean
-when the reference run was made); ``config`` holds the resolved options that define the
-numbers. A run folder (or its ``summary.json`` next to a ``config.json``) is accepted as a
-baseline too.
+A **baseline** is a JSON file written by :func:`make_baseline` from a reference run; its format
+is described in :mod:`attrbench.baseline` (where it is written and read). A run folder (or its
+``summary.json`` next to a ``config.json``) is accepted as a baseline too.
 
 The gate fails (exit 1) on, per rule:
 
@@ -52,7 +27,6 @@ metric's tolerance value in its own unit (``none``: report only) for one compari
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import sys
@@ -60,6 +34,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .baseline import (
+    BASELINE_FORMAT,
+    _metric_info,
+    _run_files,
+    load_baseline,
+    make_baseline,
+    run_config,
+)
+from .tables.comparison import format_comparison
 
 __all__ = [
     "BASELINE_FORMAT",
@@ -73,9 +57,6 @@ __all__ = [
     "parse_tolerances",
     "run_config",
 ]
-
-BASELINE_FORMAT = "attrbench-baseline"
-BASELINE_SCHEMA = 2
 
 _MISSING = object()
 
@@ -97,165 +78,6 @@ class Comparison:
     @property
     def failed(self) -> bool:
         return any(e["fail"] for e in self.entries) or any(c["fail"] for c in self.checks)
-
-
-# ------------------------------------------------------------------------------ reading
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
-    if not isinstance(d, dict):
-        # a file with the wrong content: ValueError, like any other bad input of the CLI
-        raise ValueError(  # noqa: TRY004
-            f"{what} {path} must hold a JSON object, got {type(d).__name__}")
-    return d
-
-
-def _run_files(path: str | Path, what: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """``(summary, config.json or None)`` of a run folder or of its ``summary.json``."""
-    p = Path(path)
-    summary_path = p / "summary.json" if p.is_dir() else p
-    summary = _read_json(summary_path, what)
-    cfg_path = summary_path.parent / "config.json"
-    return summary, (_read_json(cfg_path, "run configuration") if cfg_path.exists() else None)
-
-
-def run_config(config_json: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a run's ``config.json`` that defines its numbers: run settings, each
-    method's class and options, each metric's version and options (no paths of the machine, no
-    environment)."""
-    cfg = config_json.get("config", config_json)
-    preset = cfg.get("preset")
-    classifier = cfg.get("classifier") or {}
-    return {
-        "run": {
-            "preset": preset.get("name") if isinstance(preset, dict) else preset,
-            "split": cfg.get("split"),
-            "limit": cfg.get("limit"),
-            "seed": cfg.get("seed"),
-            "image_size": cfg.get("image_size"),
-            "num_classes": cfg.get("num_classes"),
-            "classes": cfg.get("classes"),
-            "classifier": {k: classifier.get(k) for k in ("name", "fingerprint")},
-        },
-        "methods": {
-            m: {"class": d.get("class"), "options": d.get("options", {})}
-            for m, d in (cfg.get("methods") or {}).items()
-        },
-        "metrics": {
-            k: {"version": d.get("version"), "options": d.get("options", {})}
-            for k, d in (cfg.get("metrics") or {}).items()
-        },
-    }
-
-
-def _metric_info(name: str, entry: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Version, direction, kind and tolerance of a metric: the registered class's own (the
-    current code) when the metric is registered, else what ``entry`` (a summary or baseline
-    entry) recorded."""
-    from .catalog import METRICS
-
-    entry = dict(entry or {})
-    if name in METRICS:
-        cls = METRICS.get(name)
-        return {**entry, **cls.describe(), **cls.regression()}
-    entry.setdefault("kind", "cost" if entry.get("cost") else "quality")
-    entry.setdefault("tolerance", None)
-    return entry
-
-
-def make_baseline(run_dir: str | Path, out_path: str | Path) -> Path:
-    """Write a baseline JSON (format: module docstring) from a finished run folder.
-
-    Args:
-        run_dir: the reference run (its ``summary.json`` and ``config.json`` are read).
-        out_path: where to write the baseline (parent folders are created).
-
-    Returns:
-        ``out_path`` as a Path.
-    """
-    from .rundir import atomic_write_text, clean_json
-
-    run_dir = Path(run_dir)
-    summary = _read_json(run_dir / "summary.json", "run summary")
-    cfg_all = _read_json(run_dir / "config.json", "run configuration")
-    cfg = cfg_all.get("config", {})
-    env = cfg_all.get("environment") or {}
-    metrics = {}
-    for k, d in summary["metrics"].items():
-        info = _metric_info(k, d)
-        metrics[k] = {f: info.get(f) for f in ("version", "higher_is_better", "kind", "tolerance",
-                                               "definition")}
-    results = {}
-    for m in summary["methods"]:
-        r = summary["results"][m]
-        results[m] = {
-            "n_images": r["n_images"],
-            "n_failed": r["n_failed"],
-            "failures": r.get("failures", {}),
-            "metric_errors": r.get("metric_errors", {}),
-            "metrics": {
-                k: {f: v.get(f) for f in ("value", "ci_low", "ci_high", "n", "n_undefined")}
-                for k, v in r["metrics"].items()
-            },
-        }
-    try:  # a path relative to the working folder; never an absolute path of this machine
-        shown = str(run_dir.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        shown = run_dir.name
-    rc = run_config(cfg_all)
-    base = {
-        "format": BASELINE_FORMAT,
-        "schema": BASELINE_SCHEMA,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {
-            "run_dir": shown,
-            "preset": rc["run"]["preset"],
-            "limit": cfg.get("limit"),
-            "seed": cfg.get("seed"),
-            "git": {"commit": env.get("git"), "clean": env.get("git_clean")},
-            "environment": {k: v for k, v in env.items() if k not in ("git", "git_clean")},
-        },
-        "config": rc,
-        "metrics": metrics,
-        "methods": list(summary["methods"]),
-        "results": results,
-    }
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(clean_json(base), indent=2, ensure_ascii=False) + "\n")
-    return out
-
-
-def load_baseline(path: str | Path) -> dict[str, Any]:
-    """A baseline in the :func:`make_baseline` format; a run folder (or its ``summary.json``
-    next to its ``config.json``) is converted on the fly."""
-    p = Path(path)
-    d = _read_json(p / "summary.json" if p.is_dir() else p, "baseline")
-    if d.get("format") == BASELINE_FORMAT:
-        if d.get("schema") != BASELINE_SCHEMA:
-            raise ValueError(
-                f"baseline {p} has schema {d.get('schema')}; this attrbench reads schema "
-                f"{BASELINE_SCHEMA} (refresh it: see results/README.md)"
-            )
-        return d
-    if "results" in d and "metrics" in d and "methods" in d:  # a summary.json
-        summary, cfg = _run_files(p, "baseline")
-        return {
-            "format": BASELINE_FORMAT,
-            "schema": BASELINE_SCHEMA,
-            "source": {"run_dir": str(p)},
-            "config": run_config(cfg) if cfg is not None else None,
-            "metrics": {k: _metric_info(k, v) for k, v in summary["metrics"].items()},
-            "methods": summary["methods"],
-            "results": summary["results"],
-        }
-    raise ValueError(
-        f"{p} is neither an attrbench baseline (format '{BASELINE_FORMAT}') nor a summary.json"
-    )
 
 
 def parse_tolerances(items: Sequence[str] | None) -> dict[str, float | None]:
@@ -375,181 +197,136 @@ def compare(
     b_methods = list(baseline["methods"])
     common_methods = [m for m in b_methods if m in c_res]
     common_metrics = [k for k in b_metrics if k in c_metrics]
+    _check_config(out, baseline.get("config"), run_cfg, common_methods, common_metrics)
+    changed_def = {k for k in common_metrics
+                   if c_metrics[k].get("version") != b_metrics[k].get("version")}
+    for m in common_methods:
+        out.checks += _method_checks(m, b_res[m], c_res[m])
+    for m in b_methods:
+        for k in b_metrics:
+            info = _metric_info(k, c_metrics.get(k, b_metrics[k]))
+            tol = _tolerance_of(info, overrides.get(k, _MISSING))
+            out.entries.append(_value_entry(m, k, baseline, summary, info, tol, changed_def))
+    out.entries += _new_entries(summary, b_methods, b_metrics)
+    return out
 
-    # (c) configuration
-    b_cfg = baseline.get("config")
+
+def _check_config(out: Comparison, b_cfg: Mapping[str, Any] | None,
+                  run_cfg: Mapping[str, Any] | None, common_methods: list[str],
+                  common_metrics: list[str]) -> None:
+    """Rule (c): the configuration diff (or a missing configuration) into ``out``."""
     if b_cfg is None or run_cfg is None:
         which = "the baseline" if b_cfg is None else "the run (no config.json next to its summary)"
         out.checks.append({"rule": "config", "subject": "configuration", "fail": True,
                            "message": f"{which} has no recorded configuration, so method and "
                                       "metric options cannot be checked"})
+        return
+    out.config_diff = config_diff(b_cfg, run_cfg, common_methods, common_metrics)
+    for key, va, vb in out.config_diff:
+        out.checks.append({"rule": "config", "subject": key, "fail": True,
+                           "message": f"{json.dumps(va)} -> {json.dumps(vb)}"})
+
+
+def _method_checks(m: str, b: Mapping[str, Any], c: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rules (a) failures and (b) image counts of method ``m`` (baseline ``b``, run ``c``)."""
+    checks = []
+    bn, cn = int(b.get("n_images") or 0), int(c.get("n_images") or 0)
+    bf, cf = int(b.get("n_failed") or 0), int(c.get("n_failed") or 0)
+    if bn + bf != cn + cf:
+        checks.append({"rule": "images", "subject": m, "fail": True,
+                       "message": f"the run evaluated {cn + cf} images, the baseline "
+                                  f"{bn + bf} (another --limit, split or dataset?)"})
+    fb, fc = _counts(b.get("failures")), _counts(c.get("failures"))
+    if bf != cf or fb != fc:
+        detail = _count_diff(fb, fc)
+        checks.append({"rule": "failures", "subject": m, "fail": True,
+                       "message": f"{cf} failed images (baseline: {bf})"
+                                  + (f"; by reason: {detail}" if detail else "")})
+    eb, ec = _counts(b.get("metric_errors")), _counts(c.get("metric_errors"))
+    if eb != ec:
+        checks.append({"rule": "failures", "subject": m, "fail": True,
+                       "message": "a metric raised on other images than in the "
+                                  f"baseline: {_count_diff(eb, ec)}"})
+    return checks
+
+
+def _value_entry(m: str, k: str, baseline: Mapping[str, Any], summary: Mapping[str, Any],
+                 info: Mapping[str, Any], tol: Any, changed_def: set[str]) -> dict[str, Any]:
+    """The entry of one (method, metric) of the baseline: rules (a) undefined values and (d)
+    tolerances."""
+    b_metrics, c_metrics = baseline["metrics"], summary.get("metrics", {})
+    c_res = summary.get("results", {})
+    bcell = baseline["results"].get(m, {}).get("metrics", {}).get(k, {})
+    bv = _num(bcell.get("value"))
+    e = {"method": m, "metric": k, "baseline": bv, "current": math.nan,
+         "delta": math.nan, "allowed": math.nan, "tolerance": tol, "fail": False,
+         "message": ""}
+    if m not in c_res:
+        e.update(status="MISSING", fail=True, message=f"method '{m}' is not in the run")
+        return e
+    if k not in c_metrics:
+        e.update(status="MISSING", fail=True, message=f"metric '{k}' is not in the run")
+        return e
+    ccell = c_res[m].get("metrics", {}).get(k, {})
+    cv = _num(ccell.get("value"))
+    e.update(current=cv, delta=cv - bv)
+    if k in changed_def:
+        e.update(status="DEFINITION CHANGED", fail=True,
+                 message=f"v{b_metrics[k].get('version')} -> "
+                         f"v{c_metrics[k].get('version')}: refresh the baseline")
+        return e
+    if info.get("kind") == "cost":
+        e["status"] = "info"
+        return e
+    bu, cu = bcell.get("n_undefined"), ccell.get("n_undefined")
+    if math.isnan(bv) != math.isnan(cv):
+        e.update(status="UNDEFINED" if math.isnan(cv) else "NOW DEFINED", fail=True,
+                 message="value became undefined (NaN)" if math.isnan(cv)
+                 else "value was undefined (NaN) in the baseline")
+    elif bu is not None and cu is not None and int(bu) != int(cu):
+        e.update(status="UNDEFINED" if cu > bu else "NOW DEFINED", fail=True,
+                 message=f"undefined on {cu} images (baseline: {bu})")
+    elif math.isnan(bv):
+        e["status"] = "ok"
+    elif tol is None:
+        e["status"] = "info"
     else:
-        out.config_diff = config_diff(b_cfg, run_cfg, common_methods, common_metrics)
-        for key, va, vb in out.config_diff:
-            out.checks.append({"rule": "config", "subject": key, "fail": True,
-                               "message": f"{json.dumps(va)} -> {json.dumps(vb)}"})
-    changed_def = {k for k in common_metrics
-                   if c_metrics[k].get("version") != b_metrics[k].get("version")}
+        _check_tolerance(e, tol, bcell.get("n") or ccell.get("n"),
+                         info.get("higher_is_better", True))
+    return e
 
-    # (a) failures and (b) image counts, per method
-    for m in common_methods:
-        b, c = b_res[m], c_res[m]
-        bn, cn = int(b.get("n_images") or 0), int(c.get("n_images") or 0)
-        bf, cf = int(b.get("n_failed") or 0), int(c.get("n_failed") or 0)
-        if bn + bf != cn + cf:
-            out.checks.append({"rule": "images", "subject": m, "fail": True,
-                               "message": f"the run evaluated {cn + cf} images, the baseline "
-                                          f"{bn + bf} (another --limit, split or dataset?)"})
-        fb, fc = _counts(b.get("failures")), _counts(c.get("failures"))
-        if bf != cf or fb != fc:
-            detail = _count_diff(fb, fc)
-            out.checks.append({"rule": "failures", "subject": m, "fail": True,
-                               "message": f"{cf} failed images (baseline: {bf})"
-                                          + (f"; by reason: {detail}" if detail else "")})
-        eb, ec = _counts(b.get("metric_errors")), _counts(c.get("metric_errors"))
-        if eb != ec:
-            out.checks.append({"rule": "failures", "subject": m, "fail": True,
-                               "message": "a metric raised on other images than in the "
-                                          f"baseline: {_count_diff(eb, ec)}"})
 
-    # per (method, metric): (a) undefined values, (d) tolerances
-    for m in b_methods:
-        for k in b_metrics:
-            bcell = b_res.get(m, {}).get("metrics", {}).get(k, {})
-            bv = _num(bcell.get("value"))
-            info = _metric_info(k, c_metrics.get(k, b_metrics[k]))
-            tol = _tolerance_of(info, overrides.get(k, _MISSING))
-            e = {"method": m, "metric": k, "baseline": bv, "current": math.nan,
-                 "delta": math.nan, "allowed": math.nan, "tolerance": tol, "fail": False,
-                 "message": ""}
-            out.entries.append(e)
-            if m not in c_res:
-                e.update(status="MISSING", fail=True, message=f"method '{m}' is not in the run")
-                continue
-            if k not in c_metrics:
-                e.update(status="MISSING", fail=True, message=f"metric '{k}' is not in the run")
-                continue
-            ccell = c_res[m].get("metrics", {}).get(k, {})
-            cv = _num(ccell.get("value"))
-            e.update(current=cv, delta=cv - bv)
-            if k in changed_def:
-                e.update(status="DEFINITION CHANGED", fail=True,
-                         message=f"v{b_metrics[k].get('version')} -> "
-                                 f"v{c_metrics[k].get('version')}: refresh the baseline")
-                continue
-            if info.get("kind") == "cost":
-                e["status"] = "info"
-                continue
-            bu, cu = bcell.get("n_undefined"), ccell.get("n_undefined")
-            if math.isnan(bv) != math.isnan(cv):
-                e.update(status="UNDEFINED" if math.isnan(cv) else "NOW DEFINED", fail=True,
-                         message="value became undefined (NaN)" if math.isnan(cv)
-                         else "value was undefined (NaN) in the baseline")
-            elif bu is not None and cu is not None and int(bu) != int(cu):
-                e.update(status="UNDEFINED" if cu > bu else "NOW DEFINED", fail=True,
-                         message=f"undefined on {cu} images (baseline: {bu})")
-            elif math.isnan(bv):
-                e["status"] = "ok"
-            elif tol is None:
-                e["status"] = "info"
-            else:
-                n = bcell.get("n") or ccell.get("n")
-                allowed = tol.allowed(bv, n)
-                e["allowed"] = allowed
-                if abs(cv - bv) <= allowed + 1e-12:
-                    e["status"] = "ok"
-                else:
-                    worse = (cv < bv) if info.get("higher_is_better", True) else (cv > bv)
-                    e.update(status="REGRESSION" if worse else "CHANGED", fail=True,
-                             message=f"|delta| {abs(cv - bv):.4g} > {allowed:.4g} ("
-                             + ("worse" if worse else "better; refresh the baseline if intended")
-                             + ")")
+def _check_tolerance(e: dict[str, Any], tol: Any, n: int | None, higher: bool) -> None:
+    """Rule (d) on entry ``e`` (its baseline and current values are set)."""
+    bv, cv = e["baseline"], e["current"]
+    allowed = tol.allowed(bv, n)
+    e["allowed"] = allowed
+    if abs(cv - bv) <= allowed + 1e-12:
+        e["status"] = "ok"
+        return
+    worse = (cv < bv) if higher else (cv > bv)
+    e.update(status="REGRESSION" if worse else "CHANGED", fail=True,
+             message=f"|delta| {abs(cv - bv):.4g} > {allowed:.4g} ("
+             + ("worse" if worse else "better; refresh the baseline if intended")
+             + ")")
+
+
+def _new_entries(summary: Mapping[str, Any], b_methods: list[str],
+                 b_metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An entry per (method, metric) of the run that the baseline lacks (never a failure)."""
+    c_metrics, c_res = summary.get("metrics", {}), summary.get("results", {})
+    entries = []
     for m in summary.get("methods", []):
         for k in c_metrics:
             if m in b_methods and k in b_metrics:
                 continue
             cv = _num(c_res.get(m, {}).get("metrics", {}).get(k, {}).get("value"))
             what = "method" if m not in b_methods else "metric"
-            out.entries.append({"method": m, "metric": k, "baseline": math.nan, "current": cv,
-                                "delta": math.nan, "allowed": math.nan, "tolerance": None,
-                                "status": "new", "fail": False,
-                                "message": f"{what} not in the baseline"})
-    return out
-
-
-# ------------------------------------------------------------------------------ printing
-def _f(v: Any, signed: bool = False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:+.4f}" if signed else f"{v:.4f}"
-
-
-def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-def _tol_text(e: Mapping[str, Any]) -> str:
-    tol = e["tolerance"]
-    if e["status"] == "new":
-        return ""
-    if tol is None:
-        return "report only"
-    if tol.kind == "absolute" or math.isnan(e["allowed"]):
-        return tol.describe()
-    return f"±{e['allowed']:.4f} ({tol.describe()})"
-
-
-def format_comparison(result: Comparison) -> str:
-    """The readable diff table, the run-level findings, the configuration diff and a verdict."""
-    header = ["method", "metric", "baseline", "current", "delta", "tolerance", "status", "detail"]
-    rows = [
-        [e["method"], e["metric"], _f(e["baseline"]), _f(e["current"]),
-         _f(e["delta"], signed=True), _tol_text(e), e["status"],
-         e["message"] if e["status"] != "ok" else ""]
-        for e in result.entries
-    ]
-    lines = [_table(header, rows, right={2, 3, 4})] if rows else ["(nothing to compare)"]
-    checks = [c for c in result.checks if c["rule"] != "config"]
-    if checks:
-        lines += ["", "Failures and image counts:"]
-        lines += [f"  {c['rule']}: {c['subject']}: {c['message']}" for c in checks]
-    cfg = [c for c in result.checks if c["rule"] == "config"]
-    if cfg:
-        lines += ["", "Configuration diff (baseline -> run):"]
-        lines += [f"  {c['subject']}: {c['message']}" for c in cfg]
-    lines.append("")
-    failed = [e for e in result.entries if e["fail"]]
-    failed_checks = [c for c in result.checks if c["fail"]]
-    if failed or failed_checks:
-        parts = []
-        if failed:
-            parts.append(f"{len(failed)} of {len(result.entries)} values: " + ", ".join(
-                f"{e['method']}/{e['metric']} ({e['status']})" for e in failed))
-        for rule, what in (("failures", "failure counts changed"),
-                           ("images", "image counts changed"),
-                           ("config", "configuration changed")):
-            subjects = [c["subject"] for c in failed_checks if c["rule"] == rule]
-            if subjects:
-                parts.append(f"{what}: {', '.join(subjects)}")
-        lines.append("FAIL: " + "; ".join(parts))
-        if any(e["status"] == "DEFINITION CHANGED" for e in failed) or cfg:
-            lines.append("If the change is intended, refresh the baseline in the same commit "
-                         "(results/README.md).")
-    else:
-        n_checked = sum(1 for e in result.entries if e["status"] == "ok")
-        lines.append(
-            f"OK: {n_checked} values within tolerance, same configuration, image counts and "
-            f"failures ({sum(1 for e in result.entries if e['status'] == 'info')} reported "
-            f"only, {sum(1 for e in result.entries if e['status'] == 'new')} new)"
-        )
-    return "\n".join(lines)
+            entries.append({"method": m, "metric": k, "baseline": math.nan, "current": cv,
+                            "delta": math.nan, "allowed": math.nan, "tolerance": None,
+                            "status": "new", "fail": False,
+                            "message": f"{what} not in the baseline"})
+    return entries
 
 
 def compare_main(

@@ -22,6 +22,8 @@ figure                  needs
 ``qualitative``         ``RUN_DIR/qualitative.npz`` (see :func:`save_qualitative`).
 ======================  =======================================================================
 
+The last two, the matrix and mask images, are drawn by :mod:`attrbench.plot_maps`.
+
 Curves are drawn as the mean over images with a band of +-1.96 standard errors (normal
 approximation, cheaper than a bootstrap per point; the tables carry the bootstrap CIs).
 
@@ -33,13 +35,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .curves import _read_rows, curves_from_rows, f1_curve_from_rows
 from .sidefiles import (
     CLASS_SPECIFICITY_FILE,
     QUALITATIVE_FILE,
@@ -52,10 +55,8 @@ __all__ = [
     "curves_from_rows",
     "f1_curve_from_rows",
     "make_figures",
-    "plot_class_specificity",
     "plot_deletion_insertion",
     "plot_f1_curves",
-    "plot_qualitative",
     "plot_quality_vs_cost",
     "plot_summary",
 ]
@@ -113,118 +114,6 @@ def _colors(methods: Sequence[str]) -> dict[str, Any]:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _mean_band(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(N, S) with NaNs -> per column: mean, mean -+ 1.96 standard errors, and the count."""
-    ok = np.isfinite(arr)
-    n = ok.sum(0)
-    mean = np.where(n > 0, np.where(ok, arr, 0.0).sum(0) / np.maximum(n, 1), np.nan)
-    dev = np.where(ok, arr - mean[None], 0.0)
-    var = np.where(n > 1, (dev**2).sum(0) / np.maximum(n - 1, 1), 0.0)
-    half = 1.96 * np.sqrt(var) / np.sqrt(np.maximum(n, 1))
-    return mean, mean - half, mean + half, n
-
-
-def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
-    from .results import read_rows
-
-    if not (run_dir / "scores.jsonl").exists():
-        return []
-    return list(read_rows(run_dir))
-
-
-# ------------------------------------------------------------------------------- row readers
-def f1_curve_from_rows(rows: Iterable[Mapping[str, Any]], key: str = "f1_curve",
-                       thresholds: Sequence[float] | None = None) -> dict[str, dict[str, Any]]:
-    """Mean F1-vs-threshold curve per method from per-image rows.
-
-    Expects ``row["scores"][key]``: a list of ``len(thresholds)`` per-image F1 values (default
-    ``mean_f1``'s curve at thresholds 0.1..0.9; NaN/None where undefined). Rows without it, or
-    failed rows, are ignored; a curve of another length raises ``ValueError``.
-
-    Returns:
-        ``{method: {"thresholds", "mean", "low", "high", "n"}}`` (lists; ``low``/``high`` =
-        mean -+ 1.96 standard errors); empty when no row has a curve.
-    """
-    if thresholds is None:
-        from .metrics.localization import F1_CURVE_THRESHOLDS as thresholds
-    per: dict[str, list[list[float]]] = {}
-    for r in rows:
-        if r.get("status", "ok") != "ok":
-            continue
-        c = (r.get("scores") or {}).get(key)
-        if c is None:
-            continue
-        if isinstance(c, Mapping):  # per-class curves: average the classes
-            c = _mean_of_lists(list(c.values()))
-        if len(c) != len(thresholds):
-            raise ValueError(
-                f"scores['{key}'] of image {r.get('image_id')!r} ({r.get('method')}) has "
-                f"{len(c)} values, expected {len(thresholds)} (thresholds {tuple(thresholds)})"
-            )
-        per.setdefault(r["method"], []).append([math.nan if v is None else float(v) for v in c])
-    out = {}
-    for m, curves in per.items():
-        mean, lo, hi, n = _mean_band(np.asarray(curves, dtype=np.float64))
-        out[m] = {
-            "thresholds": list(thresholds),
-            "mean": mean.tolist(),
-            "low": lo.tolist(),
-            "high": hi.tolist(),
-            "n": n.tolist(),
-        }
-    return out
-
-
-def _mean_of_lists(lists: list[Sequence[Any]]) -> list[float]:
-    arr = np.asarray(
-        [[math.nan if v is None else float(v) for v in c] for c in lists], dtype=np.float64
-    )
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(arr, 0).tolist() if len(arr) else []
-
-
-def curves_from_rows(rows: Iterable[Mapping[str, Any]], key: str) -> dict[str, dict[str, Any]]:
-    """Mean curve per method of ``row["scores"][key]`` (e.g. ``"deletion_curve"``).
-
-    A per-image value is a list of floats (the score at perturbed fractions 0..1 in equal
-    steps) or a dict ``{class_id: list}`` (averaged over classes first). Curves of one method
-    must all have the same length. Returns ``{method: {"x", "mean", "low", "high", "n"}}``.
-    """
-    per: dict[str, list[list[float]]] = {}
-    for r in rows:
-        if r.get("status", "ok") != "ok":
-            continue
-        c = (r.get("scores") or {}).get(key)
-        if c is None:
-            continue
-        if isinstance(c, Mapping):
-            c = _mean_of_lists(list(c.values()))
-        if not isinstance(c, (list, tuple)) or len(c) < 2:
-            raise ValueError(
-                f"scores[{key!r}] of image {r.get('image_id')!r} must be a list of "
-                f">= 2 floats or a dict of such lists, got {c!r:.80}"
-            )
-        per.setdefault(r["method"], []).append([math.nan if v is None else float(v) for v in c])
-    out = {}
-    for m, curves in per.items():
-        lengths = {len(c) for c in curves}
-        if len(lengths) != 1:
-            raise ValueError(
-                f"scores[{key!r}] of method {m!r} has curves of lengths "
-                f"{sorted(lengths)}; expected one length"
-            )
-        mean, lo, hi, n = _mean_band(np.asarray(curves, dtype=np.float64))
-        s = len(curves[0])
-        out[m] = {
-            "x": np.linspace(0, 1, s).tolist(),
-            "mean": mean.tolist(),
-            "low": lo.tolist(),
-            "high": hi.tolist(),
-            "n": n.tolist(),
-        }
-    return out
 
 
 # ------------------------------------------------------------------------------- plots
@@ -377,43 +266,7 @@ def plot_quality_vs_cost(summary: Mapping[str, Any], out_dir: Path) -> FigureInf
     for i, q in enumerate(qs):
         for j, c in enumerate(cs):
             ax = fig.add_subplot(len(qs), len(cs), i * len(cs) + j + 1)
-            xs = {m: res[m]["metrics"].get(c, {}).get("value") for m in methods}
-            pos = [float(v) for v in xs.values() if _finite(v) and v > 0]
-            floor = (min(pos) / 3.0) if pos else 1e-3
-            for m in methods:
-                r = res[m]["metrics"].get(q, {})
-                y, xv = r.get("value"), xs[m]
-                if not _finite(y) or not _finite(xv):
-                    continue
-                zero = xv <= 0
-                xp = floor if zero else float(xv)
-                lo, hi = r.get("ci_low"), r.get("ci_high")
-                yerr = (
-                    [[max(0.0, y - lo)], [max(0.0, hi - y)]]
-                    if _finite(lo) and _finite(hi)
-                    else None
-                )
-                ax.errorbar(
-                    [xp],
-                    [y],
-                    yerr=yerr,
-                    fmt="o",
-                    color=colors[m],
-                    capsize=2,
-                    mfc="none" if zero else colors[m],
-                    label=m,
-                )
-                ax.annotate(
-                    m + (" (0)" if zero else ""),
-                    (xp, y),
-                    fontsize=7,
-                    xytext=(4, 3),
-                    textcoords="offset points",
-                )
-            ax.set_xscale("log")
-            ax.set_xlabel(f"{c} (log scale, ↓)")
-            ax.set_ylabel(f"{q} ↑")
-            ax.grid(alpha=0.3, which="both")
+            _quality_cost_panel(ax, res, methods, colors, q, c)
     return FigureInfo(
         "quality_vs_cost",
         "Localization quality against cost",
@@ -424,103 +277,46 @@ def plot_quality_vs_cost(summary: Mapping[str, Any], out_dir: Path) -> FigureInf
     )
 
 
-def plot_class_specificity(
-    data: Mapping[str, Mapping[str, Any]], out_dir: Path, order: Sequence[str] | None = None
-) -> FigureInfo | None:
-    """One heat map per method of the class-specificity ("confusion") matrix."""
-    if not data:
-        return None
-    methods = [m for m in (order or data) if m in data] or list(data)
-    methods += [m for m in data if m not in methods]
-    ncols = min(3, len(methods))
-    nrows = math.ceil(len(methods) / ncols)
-    c_max = max(len(d["classes"]) for d in data.values())
-    side = max(3.0, 0.45 * c_max + 1.5)
-    fig = new_figure(side * ncols + 0.8, side * nrows)
-    im = None
-    axes = []
-    for i, m in enumerate(methods):
-        d = data[m]
-        mat = np.asarray(d["matrix"], dtype=np.float64)
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        axes.append(ax)
-        im = ax.imshow(np.ma.masked_invalid(mat), vmin=0.0, vmax=1.0, cmap="viridis")
-        summ = d.get("summary") or {}
-        title = m
-        if _finite(summ.get("diag")) or _finite(summ.get("offdiag")):
-            title += f"\ndiag {summ.get('diag', math.nan):.3f}, off {summ.get('offdiag', math.nan):.3f}"
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks(range(mat.shape[1]), d["columns"], rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(mat.shape[0]), d["classes"], fontsize=7)
-        ax.set_xlabel("mask of class", fontsize=8)
-        ax.set_ylabel("target class", fontsize=8)
-        if mat.shape[0] <= 10:
-            for (r, c), v in np.ndenumerate(mat):
-                if math.isfinite(v):
-                    ax.text(
-                        c,
-                        r,
-                        f"{v:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=6,
-                        color="white" if v < 0.5 else "black",
-                    )
-    if im is not None:
-        fig.colorbar(im, ax=axes, shrink=0.8, label="probability of the target")
-    return FigureInfo(
-        "class_specificity",
-        "Class specificity",
-        "Probability of the target class (row) on the image masked by the mask of "
-        "the column's class; 'none' = unmasked image. A class-specific method has "
-        "a high diagonal and a low off-diagonal.",
-        *save_figure(fig, out_dir, "class_specificity"),
-    )
-
-
-def plot_qualitative(
-    data: Mapping[str, Any], out_dir: Path, max_images: int = 8, order: Sequence[str] | None = None
-) -> FigureInfo | None:
-    """Grid of images (rows) x methods (columns): each mask overlaid on its image."""
-    images = np.asarray(data["images"])
-    if images.shape[0] == 0:
-        return None
-    names = [str(m) for m in data["methods"]]
-    cols = [m for m in (order or names) if m in names] or names
-    cols += [m for m in names if m not in cols]
-    masks = np.asarray(data["masks"], dtype=np.float32)
-    class_names = [str(c) for c in data["class_names"]]
-    labels = np.asarray(data["labels"])
-    ids = [str(i) for i in data.get("image_ids", [""] * images.shape[0])]
-    n = min(max_images, images.shape[0])
-    cell = 1.2
-    fig = new_figure(cell * (len(cols) + 1), cell * n + 0.3)
-    for i in range(n):
-        rgb = images[i].transpose(1, 2, 0)
-        ax = fig.add_subplot(n, len(cols) + 1, i * (len(cols) + 1) + 1)
-        ax.imshow(rgb, interpolation="nearest")
-        present = [class_names[k] for k in np.nonzero(labels[i])[0] if k < len(class_names)]
-        ax.set_ylabel((ids[i] + "\n" if ids[i] else "") + ", ".join(present), fontsize=6)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i == 0:
-            ax.set_title("image", fontsize=8)
-        for j, m in enumerate(cols):
-            ax = fig.add_subplot(n, len(cols) + 1, i * (len(cols) + 1) + j + 2)
-            ax.imshow(rgb, interpolation="nearest")
-            ax.imshow(masks[names.index(m), i], cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0,
-                      interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(m, fontsize=8)
-    return FigureInfo(
-        "qualitative",
-        "Qualitative examples",
-        "Each method's merged mask (jet colour map, 50 % opacity, 0 = blue, "
-        "1 = red) over the image; row labels: image id and ground-truth classes.",
-        *save_figure(fig, out_dir, "qualitative"),
-    )
+def _quality_cost_panel(ax, res: Mapping[str, Any], methods: list[str],
+                        colors: Mapping[str, Any], q: str, c: str) -> None:
+    """One panel of :func:`plot_quality_vs_cost`: quality metric ``q`` against cost ``c``."""
+    xs = {m: res[m]["metrics"].get(c, {}).get("value") for m in methods}
+    pos = [float(v) for v in xs.values() if _finite(v) and v > 0]
+    floor = (min(pos) / 3.0) if pos else 1e-3
+    for m in methods:
+        r = res[m]["metrics"].get(q, {})
+        y, xv = r.get("value"), xs[m]
+        if not _finite(y) or not _finite(xv):
+            continue
+        zero = xv <= 0
+        xp = floor if zero else float(xv)
+        lo, hi = r.get("ci_low"), r.get("ci_high")
+        yerr = (
+            [[max(0.0, y - lo)], [max(0.0, hi - y)]]
+            if _finite(lo) and _finite(hi)
+            else None
+        )
+        ax.errorbar(
+            [xp],
+            [y],
+            yerr=yerr,
+            fmt="o",
+            color=colors[m],
+            capsize=2,
+            mfc="none" if zero else colors[m],
+            label=m,
+        )
+        ax.annotate(
+            m + (" (0)" if zero else ""),
+            (xp, y),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{c} (log scale, ↓)")
+    ax.set_ylabel(f"{q} ↑")
+    ax.grid(alpha=0.3, which="both")
 
 
 def make_figures(
@@ -532,6 +328,8 @@ def make_figures(
     curves, ``class_specificity.json``, ``qualitative.npz``) raises ``ValueError`` naming it, or,
     when ``errors`` is a list, is appended to it as a message and that figure is skipped.
     """
+    from .plot_maps import plot_class_specificity, plot_qualitative
+
     run_dir = Path(run_dir)
     out_dir = run_dir / "figures"
     if summary is None:

@@ -176,17 +176,32 @@ def render_report(
     per_class=None,
 ) -> str:
     """The HTML text of the report (see :func:`write_report`)."""
-    from .tables import render_html, render_paired_html
-
-    e = html.escape
     run_dir = Path(run_dir)
     cfg_file = run_dir / "config.json"
     cfg_all = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
     cfg = cfg_all.get("config", {})
     env = cfg_all.get("environment", {})
+    parts = _head_html(run_dir, cfg, env, summary)
+    parts += _paired_html(summary)
+    parts += _figures_html(figures, figure_errors)
+    parts += _per_class_html(per_class)
+    parts += _timings_html(run_dir)
+    parts += _failures_html(summary)
+    parts += _definitions_html(summary, cfg.get("metrics", {}))
+    parts += _config_html(run_dir, cfg, env)
+    parts += ["</body>", "</html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _head_html(run_dir: Path, cfg: Mapping[str, Any], env: Mapping[str, Any],
+               summary: Mapping[str, Any]) -> list[str]:
+    """The page's head, title, run line and summary table."""
+    from .tables import render_html
+
+    e = html.escape
     title = f"attrbench report — {run_dir.resolve().name}"
     generated = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    parts = [
+    return [
         "<!DOCTYPE html>",
         '<html lang="en">',
         "<head>",
@@ -207,15 +222,28 @@ def render_report(
         render_html(summary),
         "</div>",
     ]
+
+
+def _paired_html(summary: Mapping[str, Any]) -> list[str]:
+    """The paired comparisons with the reference method (none without a reference)."""
+    from .tables import render_paired_html
+
     paired = render_paired_html(summary)
-    if paired:
-        ref = (summary.get("paired") or {}).get("reference")
-        parts += [
-            f'<h2 id="paired">Paired comparison with {e(str(ref))}</h2>',
-            '<div class="scroll">',
-            paired,
-            "</div>",
-        ]
+    if not paired:
+        return []
+    ref = (summary.get("paired") or {}).get("reference")
+    return [
+        f'<h2 id="paired">Paired comparison with {html.escape(str(ref))}</h2>',
+        '<div class="scroll">',
+        paired,
+        "</div>",
+    ]
+
+
+def _figures_html(figures: list, figure_errors: list[str] | None) -> list[str]:
+    """Each figure inline (PNG as a data URI), then a warning per skipped figure."""
+    e = html.escape
+    parts = []
     if figures or figure_errors:
         parts.append('<h2 id="figures">Figures</h2>')
     for f in figures:
@@ -226,25 +254,36 @@ def render_report(
         )
     for msg in figure_errors or []:
         parts.append(f'<p class="warn">Figure skipped: {e(msg)}</p>')
-    parts += _per_class_html(per_class)
-    parts += _timings_html(run_dir)
+    return parts
+
+
+def _failures_html(summary: Mapping[str, Any]) -> list[str]:
+    """The methods' failed images by reason (nothing when no method failed)."""
+    e = html.escape
     failures = {m: r.get("failures") for m, r in summary["results"].items() if r.get("failures")}
-    if failures:
-        parts += [
-            '<h2 id="failures">Failures</h2>',
-            (
-                '<table class="defs"><thead><tr>'
-                "<th>method</th><th>failed images</th><th>reasons</th></tr></thead><tbody>"
-            ),
-        ]
-        for m, f in failures.items():
-            reasons = "; ".join(f"{reason} ({n})" for reason, n in f.items())
-            parts.append(
-                f"<tr><td>{e(m)}</td><td>{summary['results'][m]['n_failed']}</td>"
-                f"<td>{e(reasons)}</td></tr>"
-            )
-        parts.append("</tbody></table>")
-    parts += [
+    if not failures:
+        return []
+    parts = [
+        '<h2 id="failures">Failures</h2>',
+        (
+            '<table class="defs"><thead><tr>'
+            "<th>method</th><th>failed images</th><th>reasons</th></tr></thead><tbody>"
+        ),
+    ]
+    for m, f in failures.items():
+        reasons = "; ".join(f"{reason} ({n})" for reason, n in f.items())
+        parts.append(
+            f"<tr><td>{e(m)}</td><td>{summary['results'][m]['n_failed']}</td>"
+            f"<td>{e(reasons)}</td></tr>"
+        )
+    parts.append("</tbody></table>")
+    return parts
+
+
+def _definitions_html(summary: Mapping[str, Any], cfg_metrics: Mapping[str, Any]) -> list[str]:
+    """Per metric: direction, version, definition and the run's options."""
+    e = html.escape
+    parts = [
         '<h2 id="metrics">Metric definitions</h2>',
         (
             '<table class="defs"><thead><tr>'
@@ -252,7 +291,6 @@ def render_report(
             "</tr></thead><tbody>"
         ),
     ]
-    cfg_metrics = cfg.get("metrics", {})
     for k, d in summary["metrics"].items():
         opts = (cfg_metrics.get(k) or {}).get("options") or {}
         parts.append(
@@ -262,7 +300,12 @@ def render_report(
             f"<td>{e(json.dumps(opts)) if opts else ''}</td></tr>"
         )
     parts.append("</tbody></table>")
-    parts.append('<h2 id="config">Configuration and environment</h2>')
+    return parts
+
+
+def _config_html(run_dir: Path, cfg: Mapping[str, Any], env: Mapping[str, Any]) -> list[str]:
+    """The resolved configuration, the environment and the run folder's files, collapsed."""
+    parts = ['<h2 id="config">Configuration and environment</h2>']
     if cfg.get("methods"):
         parts.append(
             "<details><summary>Methods and their options</summary>"
@@ -279,21 +322,14 @@ def render_report(
         + _json_block(env)
         + "</details>"
     )
+    files = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")
+                   if p.is_file() and not p.name.startswith("."))
     parts.append(
         "<details><summary>Run folder files</summary><pre>"
-        + e(
-            "\n".join(
-                sorted(
-                    p.relative_to(run_dir).as_posix()
-                    for p in run_dir.rglob("*")
-                    if p.is_file() and not p.name.startswith(".")
-                )
-            )
-        )
+        + html.escape("\n".join(files))
         + "</pre></details>"
     )
-    parts += ["</body>", "</html>"]
-    return "\n".join(parts) + "\n"
+    return parts
 
 
 def write_report(run_dir: str | Path) -> Path:

@@ -25,6 +25,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -257,34 +258,9 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
     :func:`attrbench.stats.paired_comparisons` (``test``: ``"bootstrap"`` or ``"wilcoxon"``).
     """
     from .catalog import METHODS, METRICS
-    from .interfaces import Metric
-    from .stats import bootstrap_ci, bootstrap_ci_of, paired_comparisons
+    from .stats import paired_comparisons
 
-    per: dict[str, dict[str, list]] = {m: {k: [] for k in metrics} for m in methods}
-    ids: dict[str, list[str]] = {m: [] for m in methods}
-    n_ok = {m: 0 for m in methods}
-    n_failed = {m: 0 for m in methods}
-    errors: dict[str, dict[str, int]] = {m: {} for m in methods}
-    metric_errors: dict[str, dict[str, int]] = {m: {} for m in methods}
-    n_a: dict[str, dict[str, tuple[int, str]]] = {m: {} for m in methods}
-    for r in read_rows(run_dir):
-        m = r["method"]
-        if m not in per:
-            continue
-        if r.get("status") != "ok":
-            n_failed[m] += 1
-            reason = (r.get("error") or "unknown").split(":")[0][:80]
-            errors[m][reason] = errors[m].get(reason, 0) + 1
-            continue
-        n_ok[m] += 1
-        if r.get("metric_error"):  # a metric raised on this image: its value is undefined
-            reason = str(r["metric_error"]).split(":")[0][:80]
-            metric_errors[m][reason] = metric_errors[m].get(reason, 0) + 1
-        for k, why in (r.get("not_applicable") or {}).items():  # outside the protocol
-            n_a[m][k] = (n_a[m].get(k, (0, ""))[0] + 1, str(why))
-        ids[m].append(str(r["image_id"]))
-        for k in metrics:
-            per[m][k].append(r["scores"].get(k))
+    rows = _collect_rows(run_dir, methods, metrics)
     out: dict[str, Any] = {"methods": methods, "metrics": {}, "results": {}}
     classes = {k: METRICS.get(k) for k in metrics}
     for k in metrics:
@@ -292,31 +268,80 @@ def summarize(run_dir: str | Path, methods: list[str], metrics: list[str],
         out["metrics"][k] = {**classes[k].describe(), **reg, "cost": reg["kind"] == "cost"}
     per_image: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
     for m in methods:
-        res = {}
-        for k in metrics:
-            cls = classes[k]
-            vals = per[m][k]
-            value = cls.aggregate(vals)
-            img_vals = [cls.image_value(v) for v in vals]
-            per_image[m][k] = {i: v for i, v in zip(ids[m], img_vals) if math.isfinite(v)}
-            finite = [v for v in img_vals if math.isfinite(v)]
-            if cls.aggregate.__func__ is Metric.aggregate.__func__ and not cls.per_class:
-                lo, hi = bootstrap_ci(finite)  # the summary is the mean of the image values
-            else:
-                lo, hi = bootstrap_ci_of(cls.aggregate, vals)
-            n_na, why = n_a[m].get(k, (0, ""))
-            res[k] = {"value": value, "ci_low": lo, "ci_high": hi, "n": len(finite),
-                      "n_undefined": len(vals) - len(finite) - n_na}
-            if n_na and not finite:
-                res[k]["not_applicable"] = why
-        out["results"][m] = {"n_images": n_ok[m], "n_failed": n_failed[m],
-                             "failures": errors[m], "metric_errors": metric_errors[m],
+        res = {k: _metric_result(classes[k], rows, m, k, per_image) for k in metrics}
+        out["results"][m] = {"n_images": rows.n_ok[m], "n_failed": rows.n_failed[m],
+                             "failures": rows.errors[m], "metric_errors": rows.metric_errors[m],
                              "metrics": res}
     cost = frozenset(k for k in metrics if classes[k].kind == "cost")
     out["paired"] = paired_comparisons(per_image, methods, metrics, reference=reference, test=test,
                                        skip=cost)
     out["sanity_methods"] = [m for m in methods if m in METHODS and METHODS.get(m).sanity]
     return clean_json(out)
+
+
+@dataclass
+class _Rows:
+    """``scores.jsonl`` gathered per method (:func:`_collect_rows`): per metric the stored
+    per-image values, the image ids of the ok rows, counts of ok and failed rows, failure and
+    metric-error reasons, and per metric (count, reason) of rows outside its protocol."""
+
+    per: dict[str, dict[str, list]]
+    ids: dict[str, list[str]]
+    n_ok: dict[str, int]
+    n_failed: dict[str, int]
+    errors: dict[str, dict[str, int]]
+    metric_errors: dict[str, dict[str, int]]
+    n_a: dict[str, dict[str, tuple[int, str]]]
+
+
+def _collect_rows(run_dir: str | Path, methods: list[str], metrics: list[str]) -> _Rows:
+    rows = _Rows(per={m: {k: [] for k in metrics} for m in methods},
+                 ids={m: [] for m in methods}, n_ok={m: 0 for m in methods},
+                 n_failed={m: 0 for m in methods}, errors={m: {} for m in methods},
+                 metric_errors={m: {} for m in methods}, n_a={m: {} for m in methods})
+    for r in read_rows(run_dir):
+        m = r["method"]
+        if m not in rows.per:
+            continue
+        if r.get("status") != "ok":
+            rows.n_failed[m] += 1
+            reason = (r.get("error") or "unknown").split(":")[0][:80]
+            rows.errors[m][reason] = rows.errors[m].get(reason, 0) + 1
+            continue
+        rows.n_ok[m] += 1
+        if r.get("metric_error"):  # a metric raised on this image: its value is undefined
+            reason = str(r["metric_error"]).split(":")[0][:80]
+            rows.metric_errors[m][reason] = rows.metric_errors[m].get(reason, 0) + 1
+        for k, why in (r.get("not_applicable") or {}).items():  # outside the protocol
+            rows.n_a[m][k] = (rows.n_a[m].get(k, (0, ""))[0] + 1, str(why))
+        rows.ids[m].append(str(r["image_id"]))
+        for k in metrics:
+            rows.per[m][k].append(r["scores"].get(k))
+    return rows
+
+
+def _metric_result(cls: Any, rows: _Rows, m: str, k: str,
+                   per_image: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Method ``m``'s summary cell of metric ``k`` (class ``cls``); its finite per-image values
+    go into ``per_image[m][k]`` for the paired comparisons."""
+    from .interfaces import Metric
+    from .stats import bootstrap_ci, bootstrap_ci_of
+
+    vals = rows.per[m][k]
+    value = cls.aggregate(vals)
+    img_vals = [cls.image_value(v) for v in vals]
+    per_image[m][k] = {i: v for i, v in zip(rows.ids[m], img_vals) if math.isfinite(v)}
+    finite = [v for v in img_vals if math.isfinite(v)]
+    if cls.aggregate.__func__ is Metric.aggregate.__func__ and not cls.per_class:
+        lo, hi = bootstrap_ci(finite)  # the summary is the mean of the image values
+    else:
+        lo, hi = bootstrap_ci_of(cls.aggregate, vals)
+    n_na, why = rows.n_a[m].get(k, (0, ""))
+    res = {"value": value, "ci_low": lo, "ci_high": hi, "n": len(finite),
+           "n_undefined": len(vals) - len(finite) - n_na}
+    if n_na and not finite:
+        res["not_applicable"] = why
+    return res
 
 
 def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:

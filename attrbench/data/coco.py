@@ -165,6 +165,15 @@ def make_seg_id_list(annotation_file: str | Path, n: int = 2000, seed: int = 0,
     return ids
 
 
+def _check_options(split: str, segmentation: str, crowd: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if segmentation not in ("auto", "only", "none"):
+        raise ValueError(f"segmentation must be 'auto', 'only' or 'none', got {segmentation!r}")
+    if crowd not in ("include", "exclude"):
+        raise ValueError(f"crowd must be 'include' or 'exclude', got {crowd!r}")
+
+
 class COCODataset(ImageDataset):
     """Samples of one split of COCO-2014 (see the module docstring for splits and protocol).
 
@@ -200,12 +209,7 @@ class COCODataset(ImageDataset):
         crowd: str = "include",
         ids_file: str | Path | None = None,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-        if segmentation not in ("auto", "only", "none"):
-            raise ValueError(f"segmentation must be 'auto', 'only' or 'none', got {segmentation!r}")
-        if crowd not in ("include", "exclude"):
-            raise ValueError(f"crowd must be 'include' or 'exclude', got {crowd!r}")
+        _check_options(split, segmentation, crowd)
         super().__init__(image_size, mean, std, cache)
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit must be a positive int or None, got {limit!r}")
@@ -226,7 +230,16 @@ class COCODataset(ImageDataset):
             raise DataError(
                 f"missing image folder {self.image_dir}; expected the {source} images there "
                 f"(named by the file_name fields of {self.annotation_file.name})")
+        self._read_categories()
+        ids = self._select(self._candidates(ids_file), limit)
+        if not ids:
+            raise DataError(f"split '{split}' of {self.root} has no annotated images")
+        self._int_ids = ids
+        self.ids = [str(i) for i in ids]
 
+    def _read_categories(self) -> None:
+        """``category_ids`` (sorted), ``classes`` (their names) and ``cat_index`` (id -> class
+        index) from the annotation file's categories."""
         cats = self.coco.dataset["categories"]
         try:
             cats = sorted(cats, key=lambda c: int(c["id"]))
@@ -240,7 +253,10 @@ class COCODataset(ImageDataset):
                             f"{list(self.category_ids)}")
         self.cat_index = {c: k for k, c in enumerate(self.category_ids)}
 
-        if split == "test-seg":
+    def _candidates(self, ids_file: str | Path | None) -> list[int]:
+        """The split's image ids, sorted: the id list of ``test-seg``, else the annotation
+        file's images (``train``/``val``: their part of it)."""
+        if self.split == "test-seg":
             seg_path = Path(ids_file) if ids_file is not None else DEFAULT_SEG_IDS
             if ids_file is None and not seg_path.exists():
                 raise DataError(
@@ -253,19 +269,22 @@ class COCODataset(ImageDataset):
             if unknown:
                 raise DataError(f"{seg_path} lists image ids not in {self.annotation_file}: "
                                 f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
-            candidates = sorted(set(wanted))
-        else:
-            candidates = sorted(self.coco.imgs)
-            if split in ("train", "val"):
-                candidates = [i for i in candidates if train_val_part(i) == split]
+            return sorted(set(wanted))
+        candidates = sorted(self.coco.imgs)
+        if self.split in ("train", "val"):
+            candidates = [i for i in candidates if train_val_part(i) == self.split]
+        return candidates
 
+    def _select(self, candidates: list[int], limit: int | None) -> list[int]:
+        """The candidates with annotations (and a segmentation with ``segmentation="only"``),
+        the first ``limit`` of them; sets ``skipped_empty`` and checks their file names."""
         ids, skipped = [], 0
         for i in candidates:
             anns = self._annotations(i)
             if not anns:
                 skipped += 1
                 continue
-            if segmentation == "only" and not any(a.get("segmentation") for a in anns):
+            if self.segmentation == "only" and not any(a.get("segmentation") for a in anns):
                 continue
             ids.append(i)
         self.skipped_empty = skipped
@@ -273,10 +292,7 @@ class COCODataset(ImageDataset):
             ids = ids[:limit]
         for i in ids:
             _check_file_name(self.coco.imgs[i].get("file_name"), self.annotation_file, i)
-        if not ids:
-            raise DataError(f"split '{split}' of {self.root} has no annotated images")
-        self._int_ids = ids
-        self.ids = [str(i) for i in ids]
+        return ids
 
     def _annotations(self, image_id: int) -> list[dict]:
         anns = self.coco.imgToAnns.get(image_id, [])

@@ -1,48 +1,42 @@
-"""Comparison tables of a run: methods x metrics with 95 % CIs, best values and paired tests.
+"""The per-run tables: methods x metrics with 95 % CIs, best values and paired tests.
 
 Everything here works from the summary dict that :func:`attrbench.results.summarize` builds (and
 ``summary.json`` stores), so tables can be rebuilt from a run folder without re-scoring:
 
-* ``summary.md``   Markdown; each cell ``value [ci_low, ci_high]``, the best value per column in
-  bold, ``†`` where the method differs significantly from the reference method; a footer says
-  what every mark means.
-* ``summary.tex``  the same table for LaTeX (``booktabs``), written by hand (no jinja2 needed).
-* ``summary.csv``  one row per method; per metric the value, CI, n and the paired comparison
-  with the reference as separate columns (machine-readable, full precision).
-* ``summary.json`` the summary dict itself (written by :func:`attrbench.results.write_summary`).
-* the terminal table ``attrbench run`` prints (:func:`render_text`): the headline metrics
-  (declared by ``Metric.headline``) as ``value±half-width``, fitted to 100 columns.
-
-The statistics behind the cells (bootstrap CIs, paired comparisons) are computed by
-:mod:`attrbench.stats` when the summary is made; this module only renders them. Cost metrics
-(``kind = "cost"``, :func:`cost_metrics`) are never tested.
+* ``summary.md``   Markdown (:func:`render_markdown`); each cell ``value [ci_low, ci_high]``,
+  the best value per column in bold, ``†`` where the method differs significantly from the
+  reference method; a footer says what every mark means.
+* ``summary.tex``  the same table for LaTeX (``booktabs``, :func:`render_latex`), written by
+  hand (no jinja2 needed).
+* ``summary.csv``  one row per method (:func:`render_csv`); per metric the value, CI, n and the
+  paired comparison with the reference as separate columns (machine-readable, full precision).
+* the report's HTML fragments (:func:`render_html`, :func:`render_paired_html`).
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from .stats import ALPHA
+from ..stats import ALPHA
 
 __all__ = [
-    "TERMINAL_WIDTH",
+    "DAGGER",
+    "NOT_APPLICABLE",
     "best_methods",
+    "cell_text",
     "cost_metrics",
     "fmt",
-    "headline_metrics",
-    "plus_minus",
     "render_csv",
     "render_html",
     "render_latex",
     "render_markdown",
     "render_paired_html",
-    "render_text",
     "sanity_methods",
-    "select_columns",
     "summary_frame",
+    "tex_escape",
 ]
 
 
@@ -248,36 +242,7 @@ def render_markdown(summary: Mapping[str, Any], title: str = "attrbench summary"
         body.append(cells)
     md = [f"# {title}", "", _md_table(header, body), ""]
     md += [f"- {line}" for line in _footer_lines(summary)]
-    paired = _paired(summary)
-    if paired.get("reference") is not None and paired["results"]:
-        md += [
-            "",
-            f"## Paired comparison with `{paired['reference']}`",
-            "",
-            (
-                "Mean per-image difference (method − reference) over the images both scored, "
-                "its 95 % CI (bootstrap) and p-value."
-            ),
-            "",
-        ]
-        ph = ["method"] + [k for k in metrics if k not in cost_metrics(summary)]
-        pb = []
-        for m, res in paired["results"].items():
-            cells = [m]
-            for k in ph[1:]:
-                r = res.get(k)
-                if r is None:
-                    cells.append("–")
-                    continue
-                s = f"{_signed(r['diff'])}"
-                if _finite(r.get("ci_low")):
-                    s += f" [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
-                s += f" {_fmt_p(r['p'])} (n={r['n']})"
-                if r.get("significant"):
-                    s += f" {DAGGER}"
-                cells.append(s)
-            pb.append(cells)
-        md += [_md_table(ph, pb)]
+    md += _md_paired(summary, metrics)
     failures = {m: r.get("failures") for m, r in summary["results"].items() if r.get("failures")}
     if failures:
         md += ["", "## Failures", ""]
@@ -289,6 +254,41 @@ def render_markdown(summary: Mapping[str, Any], title: str = "attrbench summary"
         for k, d in summary["metrics"].items()
     ]
     return "\n".join(md) + "\n"
+
+
+def _md_paired(summary: Mapping[str, Any], metrics: list[str]) -> list[str]:
+    """``summary.md``'s section of paired comparisons with the reference (none without one)."""
+    paired = _paired(summary)
+    if paired.get("reference") is None or not paired["results"]:
+        return []
+    md = [
+        "",
+        f"## Paired comparison with `{paired['reference']}`",
+        "",
+        (
+            "Mean per-image difference (method − reference) over the images both scored, "
+            "its 95 % CI (bootstrap) and p-value."
+        ),
+        "",
+    ]
+    ph = ["method"] + [k for k in metrics if k not in cost_metrics(summary)]
+    pb = []
+    for m, res in paired["results"].items():
+        cells = [m]
+        for k in ph[1:]:
+            r = res.get(k)
+            if r is None:
+                cells.append("–")
+                continue
+            s = f"{_signed(r['diff'])}"
+            if _finite(r.get("ci_low")):
+                s += f" [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
+            s += f" {_fmt_p(r['p'])} (n={r['n']})"
+            if r.get("significant"):
+                s += f" {DAGGER}"
+            cells.append(s)
+        pb.append(cells)
+    return md + [_md_table(ph, pb)]
 
 
 def _signed(v: Any) -> str:
@@ -478,165 +478,4 @@ def render_paired_html(summary: Mapping[str, Any]) -> str:
         f"both methods scored, 95 % CI and p-value of the {e(paired.get('test', ''))}; "
         f"{DAGGER}: p &lt; {paired.get('alpha', ALPHA)}.</p>"
     )
-    return "\n".join(out)
-
-
-# ------------------------------------------------------------------------------ terminal table
-#: Width the default terminal table of ``attrbench run`` fits in.
-TERMINAL_WIDTH = 100
-
-
-def headline_metrics(metrics: Sequence[str]) -> list[str]:
-    """The metrics of ``metrics`` (in their order) whose registered class declares
-    ``headline = True`` (:class:`attrbench.interfaces.Metric`); unregistered names are left
-    out."""
-    from .catalog import METRICS
-    from .registry import RegistryError
-
-    out = []
-    for k in metrics:
-        try:
-            cls = METRICS.get(k)
-        except RegistryError:
-            continue
-        if getattr(cls, "headline", False):
-            out.append(k)
-    return out
-
-
-def select_columns(summary: Mapping[str, Any], columns: str | Sequence[str] | None) -> list[str]:
-    """The metric columns of the terminal table.
-
-    ``None`` (default): the headline metrics present in the run (every metric when the run has
-    none of them); ``"all"``: every metric of the run; ``"a,b"`` or a list: those metrics, in
-    that order (each must be in the run).
-    """
-    present = list(summary["metrics"])
-    if columns is None:
-        return headline_metrics(present) or present
-    if isinstance(columns, str):
-        if columns.strip() == "all":
-            return present
-        columns = [c.strip() for c in columns.split(",") if c.strip()]
-    chosen = list(dict.fromkeys(columns))
-    if not chosen:
-        raise ValueError("--columns expects 'all' or comma-separated metric names, got nothing")
-    missing = [c for c in chosen if c not in present]
-    if missing:
-        raise ValueError(
-            f"--columns: {', '.join(repr(c) for c in missing)} not in this run's metrics "
-            f"({', '.join(present)})"
-        )
-    return chosen
-
-
-def _decimals(v: float) -> int:
-    """Decimals :func:`fmt` writes for ``v``."""
-    return 0 if abs(v) >= 1000 else 1 if abs(v) >= 100 else 3
-
-
-def plus_minus(value: Any, ci_low: Any, ci_high: Any) -> str:
-    """``value±h``, ``h`` the half-width of the CI, in the value's decimals (``0.674±0.023``,
-    ``366.9±6.1``); the value alone when the CI is undefined, ``–`` when the value is."""
-    if not _finite(value):
-        return fmt(value)
-    if not (_finite(ci_low) and _finite(ci_high)):
-        return fmt(value)
-    d = _decimals(float(value))
-    return f"{fmt(value)}±{(float(ci_high) - float(ci_low)) / 2:.{d}f}"
-
-
-def _wrap_label(label: str, width: int) -> list[str]:
-    """``label`` broken after underscores into lines of at most ``width`` characters where
-    possible (a single piece longer than ``width`` stays whole)."""
-    pieces = label.replace("_", "_\0").split("\0")
-    lines: list[str] = []
-    for piece in pieces:
-        if lines and len(lines[-1]) + len(piece) <= width:
-            lines[-1] += piece
-        else:
-            lines.append(piece)
-    return lines
-
-
-def render_text(
-    summary: Mapping[str, Any],
-    columns: str | Sequence[str] | None = None,
-    width: int | None = TERMINAL_WIDTH,
-) -> str:
-    """The plain-text table ``attrbench run`` prints: method, ``n`` (and ``failed`` when a method
-    failed on some image), then one column per metric with ``value±half-width of the 95 % CI``.
-
-    ``columns``: see :func:`select_columns`. With the default (headline) columns the table is
-    made to fit ``width`` characters: long metric names wrap after underscores onto several
-    header lines, metric columns are separated by one space instead of two when needed, and as
-    a last resort trailing columns are left out with a note that names them. An explicit
-    ``columns`` choice is printed whole, however wide.
-    """
-    metrics = select_columns(summary, columns)
-    limit = width if columns is None else None
-    any_failed = any(summary["results"][m]["n_failed"] for m in summary["methods"])
-    left_header = ["method", "n"] + (["failed"] if any_failed else [])
-    left_rows = []
-    cells: dict[str, list[str]] = {k: [] for k in metrics}
-    for m in summary["methods"]:
-        r = summary["results"][m]
-        left_rows.append([m, str(r["n_images"])] + ([str(r["n_failed"])] if any_failed else []))
-        for k in metrics:
-            c = r["metrics"].get(k, {})
-            cells[k].append(
-                NOT_APPLICABLE
-                if c.get("not_applicable")
-                else plus_minus(c.get("value"), c.get("ci_low"), c.get("ci_high"))
-            )
-    left_w = [max(len(h), *(len(row[i]) for row in left_rows)) if left_rows else len(h)
-              for i, h in enumerate(left_header)]
-    labels = {k: f"{k} {_arrow(summary['metrics'][k])}" for k in metrics}
-    col_w = {}
-    heads = {}
-    for k in metrics:
-        w = max([len(c) for c in cells[k]] + [max(len(p) for p in _wrap_label(labels[k], 1))])
-        heads[k] = _wrap_label(labels[k], w)
-        col_w[k] = max([w] + [len(p) for p in heads[k]])
-
-    def total(keys: list[str], sep: int) -> int:
-        return sum(left_w) + 2 * (len(left_w) - 1) + sum(col_w[k] + sep for k in keys)
-
-    shown, sep = list(metrics), 2
-    if limit is not None and total(shown, 2) > limit:
-        sep = 1
-        while shown and total(shown, sep) > limit:
-            shown.pop()
-    dropped = [k for k in metrics if k not in shown]
-    n_head = max([len(heads[k]) for k in shown] + [1])
-
-    def line(left: list[str], right: list[str]) -> str:
-        s = "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                      for i, (c, w) in enumerate(zip(left, left_w)))
-        s += "".join(" " * sep + c.rjust(col_w[k]) for c, k in zip(right, shown))
-        return s.rstrip()
-
-    out = []
-    for i in range(n_head):
-        last = i == n_head - 1
-        left = left_header if last else [""] * len(left_header)
-        right = []
-        for k in shown:
-            h = heads[k]
-            j = i - (n_head - len(h))  # header lines sit right above the rule
-            right.append(h[j] if j >= 0 else "")
-        out.append(line(left, right))
-    out.append(line(["-" * w for w in left_w], ["-" * col_w[k] for k in shown]))
-    for ri, row in enumerate(left_rows):
-        out.append(line(row, [cells[k][ri] for k in shown]))
-    notes = ["±: half-width of the 95 % bootstrap CI"]
-    if len(metrics) < len(summary["metrics"]) or dropped:
-        notes.append("more metrics: --columns all, or the run folder's summary.md")
-    if dropped:
-        notes.append(f"left out to fit {limit} columns: {', '.join(dropped)}")
-    import textwrap
-
-    out.append("")
-    for note in notes:
-        out += textwrap.wrap(note, limit or TERMINAL_WIDTH, break_on_hyphens=False)
     return "\n".join(out)
