@@ -167,6 +167,68 @@ def test_rise_attribute_equals_attribute_all_and_batching():
     assert batch.min() >= 0 and batch.max() <= 1
 
 
+class _CountingModel(nn.Module):
+    """Wraps a classifier and records the number of images of every forward."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.rows = inner, []
+        self.num_classes = inner.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(x.shape[0])
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("num_masks,batch_size,rows", [(33, 8, 20), (33, 8, 1), (9, 4, 6)])
+def test_rise_split_forwards_give_the_same_maps(num_masks, batch_size, rows):
+    model = _CountingModel(_tiny_cnn())
+    x = torch.randn(5, 3, S, S)
+    whole = RISE(model, num_masks=num_masks, batch_size=batch_size)
+    whole.forward_rows = 10**6
+    ref = whole.attribute_all(x)
+    assert max(model.rows) == 5 * batch_size
+    split = RISE(model, num_masks=num_masks, batch_size=batch_size)
+    split.forward_rows = rows
+    model.rows = []
+    out = split.attribute_all(x)
+    assert torch.equal(out, ref)
+    # at most max(rows, one image's masks) per forward, never a lone image, same total
+    assert max(model.rows) <= max(rows, batch_size) and min(model.rows) > 1
+    assert sum(model.rows) == 5 * num_masks
+    t = torch.tensor([0, 3, 1, 2, 2])
+    assert torch.equal(split.attribute(x, t), whole.attribute(x, t))
+
+
+def test_rise_attribute_all_reuses_the_last_maps_only_when_nothing_changed():
+    model = _CountingModel(_tiny_cnn())
+    x = torch.randn(3, 3, S, S)
+    rise = RISE(model, num_masks=20, batch_size=10)
+    first = rise.attribute_all(x)
+    n = len(model.rows)
+    again = rise.attribute_all(x.clone())  # equal values, another tensor: reused
+    assert len(model.rows) == n and torch.equal(again, first)
+    again.fill_(7.0)  # the caller owns its copy
+    assert torch.equal(rise.attribute_all(x), first) and len(model.rows) == n
+    y = x.clone()
+    y[0, 0, 0, 0] += 1.0
+    rise.attribute_all(y)  # other values: computed
+    assert len(model.rows) > n
+    n = len(model.rows)
+    rise.attribute_all(x[:2])  # other shape: computed
+    assert len(model.rows) > n
+    rise.attribute_all(x)
+    n = len(model.rows)
+    with torch.no_grad():  # an in-place change of the classifier: computed again
+        next(model.parameters()).mul_(0.5)
+    changed = rise.attribute_all(x)
+    assert len(model.rows) > n and not torch.equal(changed, first)
+    n = len(model.rows)
+    rise.clear_cache()
+    rise.attribute_all(x)
+    assert len(model.rows) > n
+
+
 # --------------------------------------------------------------------------- EP
 def test_select_area_rule():
     pres = torch.tensor([[1.0, 2.0, 3.0, 4.0],   # 3rd area first reaches 2.5
