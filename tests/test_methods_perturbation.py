@@ -270,6 +270,34 @@ def test_ep_area_selection_with_hand_model():
     assert ep.options["max_blur"] == pytest.approx(20 * S / 224)
 
 
+@pytest.mark.parametrize("per_group,areas", [(1, (0.1, 0.3)), (2, (0.1, 0.3)), (1, (0.2,))])
+def test_ep_groups_of_images_give_the_same_masks(per_group, areas):
+    model = _CountingModel(_tiny_cnn())
+    x = torch.randn(5, 3, S, S)
+    t = torch.tensor([0, 3, 1, 2, 2])
+    whole = ExtremalPerturbations(model, areas=areas, max_iter=6, lr=0.05)
+    whole.group_elements = 10**12
+    ref = whole.optimise(x, t)
+    assert set(model.rows) == {5, 5 * len(areas)}  # originals; every step on all pairs
+    grouped = ExtremalPerturbations(model, areas=areas, max_iter=6, lr=0.05)
+    dd = _SmoothMaskSize(grouped, S)
+    grouped.group_elements = per_group * len(areas) * dd * S * S
+    model.rows = []
+    out = grouped.optimise(x, t)
+    for f in ("masks", "preserved_logits", "original_logits", "selected", "saliency", "rewards"):
+        assert torch.equal(getattr(out, f), getattr(ref, f)), f
+    steps = model.rows[1:-1]  # the original logits, the steps, the final preserved images
+    assert max(steps) < 5 * len(areas) and min(steps) > 1  # grouped, never a lone image
+
+
+def _SmoothMaskSize(ep: ExtremalPerturbations, size: int) -> int:
+    """(2r + 1)^2 neighbours of the smooth max at this image size."""
+    from attrbench.methods.extremal import _SmoothMask
+
+    step, sigma, _ = ep.resolve(size, size)
+    return _SmoothMask(size, size, step, sigma, ep.coldness, torch.device("cpu")).weight.shape[0]
+
+
 def test_ep_range_batch_equals_single_and_determinism():
     model = _tiny_cnn()
     x = torch.randn(3, 3, S, S)
