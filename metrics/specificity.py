@@ -32,7 +32,8 @@ K = 20 on VOC). Use ``classes`` (the paper: VOC bottle, car, cat, dog, person = 
 or ``max_classes`` to bound it. Then ``9 |C| + 1`` classifier forwards per image. Images that
 contain no class of ``C`` cost nothing (they get NaN). The two metrics share one computation
 per batch through a cache in ``batch.extras`` (key ``"_class_specificity"``), so running both
-costs the same as running one.
+costs the same as running one. A method with ``attribute_all_reusing`` (RISE) is asked through
+it, so the maps the runner has just computed for the same images are not computed again.
 """
 
 from __future__ import annotations
@@ -206,7 +207,9 @@ def _method_masks(batch: EvalBatch, img_idx: Tensor, cs: list[int]) -> Tensor:
     seeds = (batch.seeds.cpu()[img_idx.cpu()] if batch.seeds is not None
              else torch.zeros(n, dtype=torch.long))
     if method.all_classes_at_once and not method.needs_ground_truth:
-        allm = method.attribute_all(images, seeds=seeds)
+        # a method that remembers its last maps (RISE) returns the ones the runner just made
+        get_all = getattr(method, "attribute_all_reusing", method.attribute_all)
+        allm = get_all(images, seeds=seeds)
         return allm[:, cs]
     c = len(cs)
     rep = images.repeat_interleave(c, 0)

@@ -200,32 +200,35 @@ def test_rise_split_forwards_give_the_same_maps(num_masks, batch_size, rows):
     assert torch.equal(split.attribute(x, t), whole.attribute(x, t))
 
 
-def test_rise_attribute_all_reuses_the_last_maps_only_when_nothing_changed():
+def test_rise_reuses_the_last_maps_only_when_asked_and_nothing_changed():
     model = _CountingModel(_tiny_cnn())
     x = torch.randn(3, 3, S, S)
     rise = RISE(model, num_masks=20, batch_size=10)
     first = rise.attribute_all(x)
     n = len(model.rows)
-    again = rise.attribute_all(x.clone())  # equal values, another tensor: reused
+    assert torch.equal(rise.attribute_all(x), first) and len(model.rows) > n  # always computes
+    n = len(model.rows)
+    again = rise.attribute_all_reusing(x.clone())  # equal values, another tensor: reused
     assert len(model.rows) == n and torch.equal(again, first)
     again.fill_(7.0)  # the caller owns its copy
-    assert torch.equal(rise.attribute_all(x), first) and len(model.rows) == n
+    assert torch.equal(rise.attribute_all_reusing(x), first) and len(model.rows) == n
     y = x.clone()
     y[0, 0, 0, 0] += 1.0
-    rise.attribute_all(y)  # other values: computed
+    assert not torch.equal(rise.attribute_all_reusing(y), first)  # other values: computed
     assert len(model.rows) > n
+    assert torch.equal(rise.attribute_all_reusing(y), rise.attribute_all(y))
     n = len(model.rows)
-    rise.attribute_all(x[:2])  # other shape: computed
+    rise.attribute_all_reusing(y[:2])  # other shape: computed
     assert len(model.rows) > n
     rise.attribute_all(x)
     n = len(model.rows)
     with torch.no_grad():  # an in-place change of the classifier: computed again
         next(model.parameters()).mul_(0.5)
-    changed = rise.attribute_all(x)
+    changed = rise.attribute_all_reusing(x)
     assert len(model.rows) > n and not torch.equal(changed, first)
     n = len(model.rows)
     rise.clear_cache()
-    rise.attribute_all(x)
+    rise.attribute_all_reusing(x)
     assert len(model.rows) > n
 
 

@@ -201,3 +201,25 @@ def test_bad_masks_and_options():
         METRICS.get("class_specificity_offdiag")(score="logit")
     with pytest.raises(ValueError, match=r"\[0, 2\]"):
         METRICS.get("class_specificity_diag")(classes=[0, 7]).update(region_batch())
+
+
+def test_rise_maps_of_the_runner_are_reused_and_give_the_same_rows():
+    from attrbench.methods.rise import RISE
+
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=3, widths=(4, 8, 8, 8)).eval()
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    batch = region_batch(present=([0, 1], [2], [0, 2]))
+    batch.model = model
+    fresh = RISE(model, num_masks=30, batch_size=10)
+    batch.method = fresh
+    expected = SP.class_specificity_rows(batch)  # computes RISE's maps itself
+    rise = RISE(model, num_masks=30, batch_size=10)
+    rise.attribute_all(batch.images.clone())  # what the runner does first
+    calls.clear()
+    batch.method = rise
+    batch.extras = {}
+    assert SP.class_specificity_rows(batch) == expected
+    # only the classifier forwards of the metric: 1 unmasked + 3 images x 3 classes x 9 thresholds
+    assert sum(calls) == 3 + 3 * 3 * 9
