@@ -104,8 +104,10 @@ class RISE(AttributionMethod):
         that the activations of one forward stay small: at ``batch_size * B = 3200`` images of
         64 px the first conv layer of the synthetic classifier alone would produce 840 MB per
         forward, which the C allocator maps and unmaps (and the kernel zeroes) on every chunk.
-        At 64 images (17 MB there) glibc reuses the freed memory: on one core, 128 masks on
-        50 images took 6.4 s user + 1.1 s system instead of 6.0 s + 8.3 s.
+        The default, 256 images (67 MB there), bounds the memory; smaller forwards fit glibc's
+        reuse (on one core, 64 images cut the system time of 128 masks on 50 images from
+        8.3 s to 1.1 s at the same user time) but on two threads they cost more user time than
+        they save, and with :func:`attrbench._process.tune_allocator` nothing is mapped anew.
         A classifier in eval mode scores every image on its own, so the split changes no value
         (a forward of a single image may take another kernel and round differently; splits
         never leave one alone unless the chunk itself has a single image).
@@ -142,7 +144,7 @@ class RISE(AttributionMethod):
         score: ``"sigmoid"`` (multi-label classifiers, default) or ``"softmax"``.
 
     Attributes:
-        forward_rows: most masked images per classifier forward (class default 64; may be set
+        forward_rows: most masked images per classifier forward (class default 256; may be set
             on an instance). A memory and throughput knob that does not change the maps, so it
             is not an option and is not recorded with the results.
     """
@@ -151,7 +153,7 @@ class RISE(AttributionMethod):
     black_box = True
     stochastic = True
     all_classes_at_once = True
-    forward_rows: int = 64
+    forward_rows: int = 256
 
     def __init__(
         self,
