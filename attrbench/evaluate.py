@@ -142,13 +142,15 @@ def _check_masks(masks: Tensor) -> Tensor:
 
 
 def _call_method(method: AttributionMethod, batch: Batch, pi: Tensor, pc: Tensor, seeds: Tensor,
-                 gt: Tensor | None, device: torch.device) -> Tensor:
+                 gt: Tensor | None, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """(the pairs' maps, the maps of every class when one ``attribute_all`` call made them)."""
     if method.all_classes_at_once and len(pi) > 0:
-        return method.attribute_all(batch.images, seeds=seeds, rescale=False)[pi, pc]
+        allm = method.attribute_all(batch.images, seeds=seeds, rescale=False)
+        return allm[pi, pc], allm
     if len(pi) > 0:
         return method.attribute(batch.images[pi], pc, gt_masks=gt, seeds=seeds[pi.cpu()],
-                                rescale=False)
-    return torch.zeros(0, *batch.images.shape[-2:], device=device)
+                                rescale=False), None
+    return torch.zeros(0, *batch.images.shape[-2:], device=device), None
 
 
 def _input_errors(method: AttributionMethod, batch: Batch) -> list[str | None]:
@@ -166,7 +168,8 @@ def run_method_on_batch(method: AttributionMethod, batch: Batch, seeds: Tensor,
                         device: torch.device) -> tuple[Tensor | None, list[str | None], dict]:
     """Maps for every (image, gt class) pair; per-image error strings (None = ok).
 
-    The maps are ``attribute(..., rescale=False)``: for a ``"max_then_rescale"`` method those
+    ``stats["all_maps"]``: the (B, K, H, W) maps of every class when the method made them in
+    one ``attribute_all`` call (else None). The maps are ``attribute(..., rescale=False)``: for a ``"max_then_rescale"`` method those
     before its final rescale (:meth:`AttributionMethod.merge_pairs` makes the class masks and
     the merged mask from them). Only a method that raises or returns a non-finite value (or,
     breaking its contract, a final map outside [0, 1]) fails an image; every finite map is
@@ -178,11 +181,11 @@ def run_method_on_batch(method: AttributionMethod, batch: Batch, seeds: Tensor,
     gt = batch.masks[pi, pc].float() if method.needs_ground_truth else None
     with PeakMemory(device) as mem, CallCounter(method.model) as calls, _Timer(device) as timer:
         try:
-            masks, err = _call_method(method, batch, pi, pc, seeds, gt, device), None
+            (masks, all_maps), err = _call_method(method, batch, pi, pc, seeds, gt, device), None
         except Exception as exc:  # noqa: BLE001 — isolate per image below
-            masks, err = None, f"{type(exc).__name__}: {exc}"
+            masks, all_maps, err = None, None, f"{type(exc).__name__}: {exc}"
     stats = {"seconds": timer.seconds, "forward_rows": calls.forward_rows,
-             "backward_rows": calls.backward_rows, "peak_mem_mb": mem.mb}
+             "backward_rows": calls.backward_rows, "peak_mem_mb": mem.mb, "all_maps": all_maps}
     if masks is None:
         if b == 1:
             errors[0] = errors[0] or f"method raised {err}"
@@ -236,6 +239,11 @@ def eval_batch(name: str, method: AttributionMethod, batch: Batch, ok: list[int]
                        device=device)
     pc2 = pc[keep.to(pc.device)].to(device)
     cm, merged = method.merge_pairs(masks[keep.to(masks.device)], pi2, len(ok))
+    all_maps = stats.get("all_maps")
+    if all_maps is not None:  # the final maps, as attribute_all(rescale=True) returns them
+        all_maps = all_maps[torch.tensor(ok, device=all_maps.device)]
+        if method.merge == "max_then_rescale":
+            all_maps = method.rescale(all_maps.flatten(0, 1)).view_as(all_maps)
     return EvalBatch(
         images=sub.images, labels=sub.labels, pair_image=pi2, pair_class=pc2, class_masks=cm,
         merged=merged, gt_masks=sub.masks if bool(sub.has_gt.any()) else None,
@@ -246,7 +254,8 @@ def eval_batch(name: str, method: AttributionMethod, batch: Batch, ok: list[int]
         extras={"model_calls": torch.full((len(ok),),
                                           (stats["forward_rows"] + stats["backward_rows"]) / b),
                 "peak_mem_mb": stats["peak_mem_mb"], "forward_rows": stats["forward_rows"] / b,
-                "backward_rows": stats["backward_rows"] / b})
+                "backward_rows": stats["backward_rows"] / b},
+        all_maps=all_maps)
 
 
 def score_batch(name: str, method: AttributionMethod, batch: Batch, seeds: Tensor, model,

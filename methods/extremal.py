@@ -202,6 +202,17 @@ class ExtremalPerturbations(AttributionMethod):
         * ``attribute_all`` runs one optimisation per class (the base-class loop).
         * Batching assumes the classifier treats images independently (eval mode).
 
+    Memory:
+        The images of a call are optimised in groups (all areas of an image together), each
+        group's smooth-max temporaries ((images x areas, (2r + 1)^2, H x W) floats, several per
+        step and as many again for the backward pass) within :attr:`group_elements` (2^22
+        floats = 16 MB by default; a class attribute that may be set on an instance, not an
+        option). Whole batches made temporaries of hundreds of MB per step that the C allocator
+        maps, the kernel zeroes and the allocator unmaps again on every step. Every
+        (image, area) optimisation is independent, so grouping changes no value (a group
+        never holds a single image when the call has several: a forward of one image may take
+        another kernel and round differently).
+
     Note:
         The final ``smooth`` blur (sigma = 0.09 * min(H, W), zero padding) follows the
         evaluation protocol; it lowers masks made of blobs narrower than ``sigma`` well below 1
@@ -229,6 +240,9 @@ class ExtremalPerturbations(AttributionMethod):
     black_box = False
     needs_gradients = True
     merge = "max_then_rescale"
+    #: most elements of the smooth-max temporaries of one group of images optimised together
+    #: (a memory knob that changes no value; see "Memory" in the class docstring)
+    group_elements: int = 2**22
 
     def __init__(
         self,
@@ -337,6 +351,13 @@ class ExtremalPerturbations(AttributionMethod):
         with model_state_guard(self.model), torch.enable_grad():
             return self._optimise(images.detach(), targets)
 
+    def _group_size(self, height: int, width: int, gen: _SmoothMask) -> int:
+        """Images optimised together: the largest smooth-max temporary of a group, (images x
+        areas, (2r + 1)^2, H x W) floats, stays within :attr:`group_elements` (one image at
+        least)."""
+        per_image = len(self.areas) * gen.weight.shape[0] * height * width
+        return max(1, self.group_elements // per_image)
+
     def _optimise(self, images: Tensor, targets: Tensor) -> EPResult:
         b, c, h, w = images.shape
         if self.contrastive and self.num_classes < 2:
@@ -347,38 +368,23 @@ class ExtremalPerturbations(AttributionMethod):
         dev = images.device
         a = len(self.areas)
         n = b * a
-        hw = h * w
         with frozen_parameters(self.model):
             with torch.no_grad():
                 pyramid = self.blur_pyramid(images, max_blur)
                 original = self.model(images).gather(1, targets.view(-1, 1))[:, 0]
             gen = _SmoothMask(h, w, step, sigma, self.coldness, dev)
-            ref = torch.ones(a, hw, device=dev, dtype=images.dtype)
-            for i, area in enumerate(self.areas):
-                ref[i, : int(hw * (1 - area))] = 0
-            ref = ref.repeat(b, 1)  # (N, HW), image-major
             tgt = targets.repeat_interleave(a)  # (N,)
-            params = torch.ones(n, 1, gen.gh, gen.gw, device=dev, dtype=images.dtype,
-                                requires_grad=True)
-            opt = torch.optim.SGD([params], lr=self.lr, momentum=self.momentum,
-                                  dampening=self.momentum)
-            lam = self.reg_weight
-            for t in range(self.max_iter):
-                masks = gen(params)  # (N, H, W)
-                x = self.perturb(pyramid, masks.view(b, a, h, w)).reshape(n, c, h, w)
-                if self.jitter and t % 2 == 0:
-                    x = torch.flip(x, dims=(3,))
-                reward = self._reward(self.model(x), tgt)
-                area_term = ((masks.reshape(n, hw).sort(dim=1).values - ref) ** 2).mean(dim=1)
-                energy = (reward - lam * area_term).sum()
-                (grad,) = torch.autograd.grad(-energy, params)
-                params.grad = grad
-                opt.step()
-                with torch.no_grad():
-                    params.clamp_(0, 1)
-                lam *= self.reg_growth
+            # every (image, area) optimisation is independent: groups of images run one after
+            # the other, so that the temporaries stay small (see group_elements)
+            g = self._group_size(h, w, gen)
+            if b - g * ((b - 1) // g) == 1 and b > 1:
+                g = max(2, g)  # never a lone last image (its forward may round differently)
+                while b % g == 1:
+                    g += 1
+            params = torch.cat([self._optimise_group(gen, pyramid[s:s + g], tgt[s * a:(s + g) * a])
+                                for s in range(0, b, g)])
             with torch.no_grad():
-                masks = gen(params)
+                masks = torch.cat([gen(params[s:s + g * a]) for s in range(0, n, g * a)])
                 if self.smooth > 0:
                     masks = gaussian_blur(masks[:, None], self.smooth * min(h, w),
                                           padding="constant")[:, 0]
@@ -391,6 +397,36 @@ class ExtremalPerturbations(AttributionMethod):
                 sal = minmax_rescale(chosen)
         return EPResult(masks=masks, preserved_logits=preserved, original_logits=original,
                         selected=sel, saliency=sal, rewards=rewards)
+
+    def _optimise_group(self, gen: _SmoothMask, pyramid: Tensor, tgt: Tensor) -> Tensor:
+        """The optimised (images x areas, 1, gh, gw) mask parameters of a group of images."""
+        b, _, c, h, w = pyramid.shape
+        a = len(self.areas)
+        n, hw = b * a, h * w
+        ref = torch.ones(a, hw, device=pyramid.device, dtype=pyramid.dtype)
+        for i, area in enumerate(self.areas):
+            ref[i, : int(hw * (1 - area))] = 0
+        ref = ref.repeat(b, 1)  # (N, HW), image-major
+        params = torch.ones(n, 1, gen.gh, gen.gw, device=pyramid.device, dtype=pyramid.dtype,
+                            requires_grad=True)
+        opt = torch.optim.SGD([params], lr=self.lr, momentum=self.momentum,
+                              dampening=self.momentum)
+        lam = self.reg_weight
+        for t in range(self.max_iter):
+            masks = gen(params)  # (N, H, W)
+            x = self.perturb(pyramid, masks.view(b, a, h, w)).reshape(n, c, h, w)
+            if self.jitter and t % 2 == 0:
+                x = torch.flip(x, dims=(3,))
+            reward = self._reward(self.model(x), tgt)
+            area_term = ((masks.reshape(n, hw).sort(dim=1).values - ref) ** 2).mean(dim=1)
+            energy = (reward - lam * area_term).sum()
+            (grad,) = torch.autograd.grad(-energy, params)
+            params.grad = grad
+            opt.step()
+            with torch.no_grad():
+                params.clamp_(0, 1)
+            lam *= self.reg_growth
+        return params.detach()
 
     def _attribute(self, images: Tensor, targets: Tensor, *, gt_masks, seeds) -> Tensor:
         # the selected masks before the rescale (applied by ``attribute``/the merge; see merge)

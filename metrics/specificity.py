@@ -33,7 +33,9 @@ K = 20 on VOC). Use ``classes`` (the paper: VOC bottle, car, cat, dog, person = 
 or ``max_classes`` to bound it. Then ``9 |C| + 1`` classifier forwards per image. Images that
 contain no class of ``C`` cost nothing (they get NaN). The two metrics share one computation
 per batch through the batch's memo (``EvalBatch.memo``, key ``"class_specificity_rows"``), so
-running both costs the same as running one.
+running both costs the same as running one. When the runner already has every class's maps of
+the images (``EvalBatch.all_maps``: a method with ``all_classes_at_once``, e.g. RISE, the
+Explainer), they are used instead of asking the method again.
 """
 
 from __future__ import annotations
@@ -206,9 +208,10 @@ def _method_masks(batch: EvalBatch, img_idx: Tensor, cs: list[int]) -> Tensor:
     n, _, h, w = images.shape
     seeds = (batch.seeds.cpu()[img_idx.cpu()] if batch.seeds is not None
              else torch.zeros(n, dtype=torch.long))
+    if batch.all_maps is not None:  # the runner's maps of every class (all_classes_at_once)
+        return batch.all_maps[img_idx.to(batch.all_maps.device)][:, cs]
     if method.all_classes_at_once and not method.needs_ground_truth:
-        allm = method.attribute_all(images, seeds=seeds)
-        return allm[:, cs]
+        return method.attribute_all(images, seeds=seeds)[:, cs]
     c = len(cs)
     rep = images.repeat_interleave(c, 0)
     tg = torch.tensor(cs, device=images.device).repeat(n)

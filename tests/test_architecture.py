@@ -244,3 +244,33 @@ def test_modules_and_functions_stay_small():
                 if size > 60:
                     long.append(f"{p.relative_to(REPO)}: {n.name}() {size} lines")
     assert long == []
+
+
+class _AllAtOnce(AttributionMethod):
+    name = "all_at_once"
+    all_classes_at_once = True
+
+    def __init__(self, model, **options):
+        super().__init__(model, **options)
+        self.calls = 0
+
+    def _attribute(self, images, targets, *, gt_masks, seeds):
+        return self._attribute_all(images, seeds=seeds)[torch.arange(len(targets)), targets]
+
+    def _attribute_all(self, images, *, seeds):
+        self.calls += 1
+        b, _, h, w = images.shape
+        ramp = torch.linspace(0, 1, h * w).view(1, 1, h, w)
+        return ramp.expand(b, self.num_classes, h, w).clone()
+
+
+def test_metrics_get_the_runners_maps_of_every_class_instead_of_a_second_call():
+    from attrbench.data import Batch
+
+    eb = _eval_batch()
+    batch = Batch(eb.images, eb.labels, eb.gt_masks, eb.has_gt, [[] for _ in range(3)],
+                  list(eb.image_ids))
+    method = _AllAtOnce(eb.model)
+    metrics = {"class_specificity_diag": ClassSpecificityDiag(thresholds=[0.5])}
+    rows = score_batch("a", method, batch, eb.seeds, eb.model, metrics, torch.device("cpu"))
+    assert [r["status"] for r in rows] == ["ok"] * 3 and method.calls == 1

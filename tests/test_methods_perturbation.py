@@ -168,6 +168,39 @@ def test_rise_attribute_equals_attribute_all_and_batching():
     assert batch.min() >= 0 and batch.max() <= 1
 
 
+class _CountingModel(nn.Module):
+    """Wraps a classifier and records the number of images of every forward."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.rows = inner, []
+        self.num_classes = inner.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(x.shape[0])
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("num_masks,batch_size,rows", [(33, 8, 20), (33, 8, 1), (9, 4, 6)])
+def test_rise_split_forwards_give_the_same_maps(num_masks, batch_size, rows):
+    model = _CountingModel(_tiny_cnn())
+    x = torch.randn(5, 3, S, S)
+    whole = RISE(model, num_masks=num_masks, batch_size=batch_size)
+    whole.forward_rows = 10**6
+    ref = whole.attribute_all(x)
+    assert max(model.rows) == 5 * batch_size
+    split = RISE(model, num_masks=num_masks, batch_size=batch_size)
+    split.forward_rows = rows
+    model.rows = []
+    out = split.attribute_all(x)
+    assert torch.equal(out, ref)
+    # at most max(rows, one image's masks) per forward, never a lone image, same total
+    assert max(model.rows) <= max(rows, batch_size) and min(model.rows) > 1
+    assert sum(model.rows) == 5 * num_masks
+    t = torch.tensor([0, 3, 1, 2, 2])
+    assert torch.equal(split.attribute(x, t), whole.attribute(x, t))
+
+
 # --------------------------------------------------------------------------- EP
 def test_select_area_rule():
     pres = torch.tensor([[1.0, 2.0, 3.0, 4.0],   # 3rd area first reaches 2.5
@@ -207,6 +240,34 @@ def test_ep_area_selection_with_hand_model():
     assert ep.options["step"] == 1 and ep.options["resolved_for"] == [S, S]
     assert ep.options["sigma"] == pytest.approx(21 * S / 224)
     assert ep.options["max_blur"] == pytest.approx(20 * S / 224)
+
+
+@pytest.mark.parametrize("per_group,areas", [(1, (0.1, 0.3)), (2, (0.1, 0.3)), (1, (0.2,))])
+def test_ep_groups_of_images_give_the_same_masks(per_group, areas):
+    model = _CountingModel(_tiny_cnn())
+    x = torch.randn(5, 3, S, S)
+    t = torch.tensor([0, 3, 1, 2, 2])
+    whole = ExtremalPerturbations(model, areas=areas, max_iter=6, lr=0.05)
+    whole.group_elements = 10**12
+    ref = whole.optimise(x, t)
+    assert set(model.rows) == {5, 5 * len(areas)}  # originals; every step on all pairs
+    grouped = ExtremalPerturbations(model, areas=areas, max_iter=6, lr=0.05)
+    dd = _SmoothMaskSize(grouped, S)
+    grouped.group_elements = per_group * len(areas) * dd * S * S
+    model.rows = []
+    out = grouped.optimise(x, t)
+    for f in ("masks", "preserved_logits", "original_logits", "selected", "saliency", "rewards"):
+        assert torch.equal(getattr(out, f), getattr(ref, f)), f
+    steps = model.rows[1:-1]  # the original logits, the steps, the final preserved images
+    assert max(steps) < 5 * len(areas) and min(steps) > 1  # grouped, never a lone image
+
+
+def _SmoothMaskSize(ep: ExtremalPerturbations, size: int) -> int:
+    """(2r + 1)^2 neighbours of the smooth max at this image size."""
+    from attrbench.methods.extremal import _SmoothMask
+
+    step, sigma, _ = ep.resolve(size, size)
+    return _SmoothMask(size, size, step, sigma, ep.coldness, torch.device("cpu")).weight.shape[0]
 
 
 def test_ep_range_batch_equals_single_and_determinism():

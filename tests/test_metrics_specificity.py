@@ -201,3 +201,23 @@ def test_bad_masks_and_options():
         METRICS.get("class_specificity_offdiag")(score="logit")
     with pytest.raises(ValueError, match=r"\[0, 2\]"):
         METRICS.get("class_specificity_diag")(classes=[0, 7]).update(region_batch())
+
+
+def test_the_runners_maps_of_every_class_are_used_and_give_the_same_rows():
+    from attrbench.methods.rise import RISE
+
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=3, widths=(4, 8, 8, 8)).eval()
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    batch = region_batch(present=([0, 1], [2], [0, 2]))
+    batch.model = model
+    batch.method = RISE(model, num_masks=30, batch_size=10)
+    expected = SP.class_specificity_rows(batch)  # asks RISE for the maps itself
+    # what the runner hands over for a method with all_classes_at_once: its maps of every class
+    batch.all_maps = batch.method.attribute_all(batch.images.clone())
+    batch.memo = {}
+    calls.clear()
+    assert SP.class_specificity_rows(batch) == expected
+    # only the classifier forwards of the metric: 1 unmasked + 3 images x 3 classes x 9 thresholds
+    assert sum(calls) == 3 + 3 * 3 * 9

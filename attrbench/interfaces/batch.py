@@ -50,6 +50,10 @@ class EvalBatch:
         memo: a fresh dict per batch for computations that several metrics share (the two
             class-specificity metrics compute one matrix); keys name the computing function
             and its options.
+        all_maps: (B, K, H, W) the method's final maps of every class, when the runner got
+            them in one ``attribute_all`` call (methods with ``all_classes_at_once``), else
+            None; a metric that needs masks of other classes uses them instead of calling the
+            method again.
     """
 
     images: Tensor
@@ -70,6 +74,7 @@ class EvalBatch:
     time_ms: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=dict)
+    all_maps: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
