@@ -99,7 +99,12 @@ class Timings:
                     out.add_metric(k, m, s)
             out.total = max(out.total, p["total_s"])
             for k, n in (p.get("classifier_rows") or {}).items():
-                out.classifier[k] = out.classifier.get(k, 0) + n
+                if isinstance(n, dict):  # rows per call -> calls
+                    per = out.classifier.setdefault(k, {})
+                    for size, c in n.items():
+                        per[size] = per.get(size, 0) + c
+                else:
+                    out.classifier[k] = out.classifier.get(k, 0) + n
         return out.to_dict()
 
 
@@ -387,7 +392,9 @@ def evaluate(dataset, model, methods: dict[str, AttributionMethod], metrics: dic
         counter.__exit__(None, None, None)
         timings.classifier = {"forward_rows": counter.forward_rows,
                               "backward_rows": counter.backward_rows,
-                              "forward_calls": counter.forward_calls}
+                              "forward_calls": counter.forward_calls,
+                              "forward_sizes": dict(counter.forward_sizes),
+                              "backward_sizes": dict(counter.backward_sizes)}
         if bar is not None:
             bar.close()
     return collected, timings

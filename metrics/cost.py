@@ -92,6 +92,9 @@ class CallCounter:
         self.forward_rows = 0
         self.backward_rows = 0
         self.forward_calls = 0
+        #: rows per call -> number of calls, of the forwards and of the backwards
+        self.forward_sizes: dict[int, int] = {}
+        self.backward_sizes: dict[int, int] = {}
         self._handles: list[Any] = []
         self._active = False
 
@@ -102,6 +105,7 @@ class CallCounter:
         rows = int(x.shape[0]) if x is not None and x.ndim > 0 else 1
         self.forward_rows += rows
         self.forward_calls += 1
+        self.forward_sizes[rows] = self.forward_sizes.get(rows, 0) + 1
         out = _first_tensor(output)
         if out is not None and out.requires_grad:
             n = int(out.shape[0]) if out.ndim > 0 else 1
@@ -109,6 +113,7 @@ class CallCounter:
             def on_grad(grad: Tensor, n: int = n) -> None:
                 if self._active:
                     self.backward_rows += n
+                    self.backward_sizes[n] = self.backward_sizes.get(n, 0) + 1
 
             self._handles.append(out.register_hook(on_grad))
             if len(self._handles) % 256 == 0:  # a long-lived counter (a whole run): drop the
@@ -117,6 +122,7 @@ class CallCounter:
 
     def __enter__(self) -> CallCounter:  # noqa: PYI034
         self.forward_rows = self.backward_rows = self.forward_calls = 0
+        self.forward_sizes, self.backward_sizes = {}, {}
         self._active = True
         self._handles = [self.model.register_forward_hook(self._forward_hook)]
         return self

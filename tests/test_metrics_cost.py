@@ -134,3 +134,4 @@ def test_call_counter_over_a_long_block_does_not_keep_every_hook():
             model(torch.randn(3, 4, requires_grad=True)).sum().backward()
         assert len(c._handles) < 300  # handles of freed outputs are dropped
     assert c.forward_rows == c.backward_rows == 3000 and c._handles == []
+    assert c.forward_sizes == {3: 1000} and c.backward_sizes == {3: 1000}
