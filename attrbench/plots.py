@@ -101,6 +101,8 @@ def save_figure(fig, out_dir: Path, key: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     png, pdf = out_dir / f"{key}.png", out_dir / f"{key}.pdf"
     fig.savefig(png, dpi=110)
+    # the layout is solved once (for the PNG); the PDF keeps it instead of solving it again
+    fig.set_layout_engine("none")
     fig.savefig(pdf, metadata={"CreationDate": None})
     return png, pdf
 
@@ -164,7 +166,10 @@ def plot_summary(summary: Mapping[str, Any], out_dir: Path) -> FigureInfo | None
         ):
             ax.set_yscale("log")
         ax.set_title(f"{k} {'↑' if d['higher_is_better'] else '↓'}", fontsize=9)
-        ax.set_xticks(x, methods, rotation=45, ha="right", fontsize=7)
+        # method names under the last panel of each column only (the bars' order is the same in
+        # every panel): a fraction of the text to lay out
+        last_in_column = idx + ncols >= len(metrics)
+        ax.set_xticks(x, methods if last_in_column else [], rotation=45, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", alpha=0.3)
     return FigureInfo(

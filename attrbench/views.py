@@ -140,24 +140,28 @@ def plot_worst(data: Mapping[str, Any], out_dir: Path, order: Sequence[str] | No
         return None
     rows = [m for m in (order or names) if m in names] + [m for m in names if m not in (
         order or [])]
+    from .plot_maps import draw_mosaic, overlay
+
     images, masks, values = data["images"], data["masks"], data["values"]
     k = images.shape[1]
     cls = data["class_names"]
-    fig = new_figure(1.45 * k + 1.0, 1.55 * len(rows) + 0.3)
-    for i, m in enumerate(rows):
+    tiles, labels = [], []
+    for m in rows:
+        j0 = names.index(m)
+        tiles.append([overlay(images[j0, j].transpose(1, 2, 0), masks[j0, j]) for j in range(k)])
+        labels.append(m)
+    fig = new_figure(1.45 * k + 1.6, 1.45 * len(rows) + 0.6)
+    draw_mosaic(fig, tiles, [f"#{j + 1}" for j in range(k)], labels)
+    ax = fig.axes[0]
+    h, w = images.shape[-2:]
+    for i, m in enumerate(rows):  # each tile's image id, value and classes under it
         j0 = names.index(m)
         for j in range(k):
-            ax = fig.add_subplot(len(rows), k, i * k + j + 1)
-            ax.imshow(images[j0, j].transpose(1, 2, 0), interpolation="nearest")
-            ax.imshow(masks[j0, j], cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0,
-                      interpolation="nearest")
             present = [cls[c] for c in np.nonzero(data["labels"][j0, j])[0] if c < len(cls)]
-            ax.set_title(f"{data['image_ids'][j0][j]}: {values[j0, j]:.2f}\n"
-                         f"{', '.join(present)}", fontsize=6)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(m, fontsize=8)
+            ax.text(j * (w + 2) + 1, i * (h + 2) + h - 1,
+                    f"{data['image_ids'][j0][j]}: {values[j0, j]:.2f}\n{', '.join(present)}",
+                    fontsize=5, color="white", va="bottom", ha="left",
+                    bbox={"facecolor": "black", "alpha": 0.45, "pad": 0.6, "linewidth": 0})
     metric = data["metric"]
     return FigureInfo(
         "worst", "Where each method fails",

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from attrbench._process import tune_allocator
 from attrbench.catalog import PRESETS
 from attrbench.models import load_classifier
 from attrbench.presets import resolve_weights
@@ -79,6 +80,7 @@ def main() -> None:
     ap.add_argument("run", help="a run folder with timings.json")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    tune_allocator()  # as the CLI does for the run: same allocator behaviour on both sides
     run = Path(args.run)
     timings = json.loads((run / "timings.json").read_text())
     config = json.loads((run / "config.json").read_text())["config"]
