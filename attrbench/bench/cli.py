@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..rundir import atomic_write_text, clean_json
 from .libraries import deletion_vs_quantus, gradcam_vs_libraries
 from .measure import (
     PAPER_EP_ITERS,
@@ -82,17 +82,6 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ap.error(f"--memory-sizes expects comma-separated ints, got '{args.memory_sizes}'")
     if not args.skip_memory and (len(args.memory_sizes) < 2 or min(args.memory_sizes) < 1):
         ap.error(f"--memory-sizes needs at least two positive sizes, got {args.memory_sizes}")
-
-
-def _finite_only(obj: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None (JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): _finite_only(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_only(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 @dataclass
@@ -311,7 +300,7 @@ def _write_and_print(s: _Setup, res: dict[str, Any], args: argparse.Namespace,
         "skipped": s.skipped,
         "timings_s": s.timings,
     }
-    (s.out / "bench.json").write_text(json.dumps(_finite_only(report), indent=2))
+    atomic_write_text(s.out / "bench.json", json.dumps(clean_json(report), indent=2))
     print("\nper method (all ground-truth classes of each image; synthetic preset options):")
     print(format_methods(res["methods"]))
     mc = res["metric_costs"]

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..tables.terminal import text_table
+
 __all__ = ["Row", "format_methods", "format_metric_costs", "format_table", "ratio_rows"]
 
 
@@ -47,22 +49,14 @@ def format_table(rows: Sequence[Row]) -> str:
             v = f"{r.value:.0f}" if abs(r.value) >= 100 else f"{r.value:.3f}"
         h = {True: "yes", False: "no", None: "-"}[r.holds]
         body.append((r.label, v, r.aim or "-", h, r.context))
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(head[:4], widths)) + "  " + head[4]]
-    lines.append("-" * (sum(widths) + 8 + len(head[4])))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(x[:4], widths)) + "  " + x[4] for x in body]
-    return "\n".join(lines)
+    return text_table(head, body)
 
 
 def format_methods(costs: dict[str, dict[str, Any]]) -> str:
-    lines = [f"{'method':24s} {'ms/image':>10s} {'calls/image':>12s} {'peak MB':>9s}"]
-    for name, c in costs.items():
-        if "skipped" in c:
-            lines.append(f"{name:24s} skipped: {c['skipped']}")
-        else:
-            lines.append(f"{name:24s} {c['ms_per_image']:10.2f} {c['calls_per_image']:12.1f} "
-                         f"{c['peak_mem_mb']:9.1f}")
-    return "\n".join(lines)
+    rows = [[name, f"skipped: {c['skipped']}", "", ""] if "skipped" in c else
+            [name, f"{c['ms_per_image']:.2f}", f"{c['calls_per_image']:.1f}",
+             f"{c['peak_mem_mb']:.1f}"] for name, c in costs.items()]
+    return text_table(["method", "ms/image", "calls/image", "peak MB"], rows, right={1, 2, 3})
 
 
 
@@ -85,13 +79,8 @@ def format_metric_costs(costs: dict[str, Any], method_ms: dict[str, float],
     body.append(["total", _ms(totals["methods_all"]),
                  *[_ms(totals["per_metric"][k]) for k in names], _ms(totals["metrics_all"]),
                  _ms(totals["all"])])
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    fmt = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(head, widths))]
-    lines = ["  ".join(fmt), "-" * (sum(widths) + 2 * (len(widths) - 1))]
-    for r in body:
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(r, widths))))
-    lines.insert(len(lines) - 1, lines[1])
+    lines = text_table(head, body, right=set(range(1, len(head)))).splitlines()
+    lines.insert(len(lines) - 1, lines[1])  # a rule above the total row
     return "\n".join(lines)
 
 
