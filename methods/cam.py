@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attrbench.checks import check_bool as _check_bool
 from attrbench.interfaces import AttributionMethod
 from attrbench.ops import minmax_rescale
 
@@ -140,11 +141,6 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str | None = None) -> nn.
 
 
 # ------------------------------------------------------------------------------ helpers
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-
-
 # ------------------------------------------------------------------------------ base class
 class _CAMBase(AttributionMethod):
     """Shared machinery of the gradient-weighted CAM family.

@@ -35,12 +35,13 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from attrbench.checks import check_choice as _check_choice
+from attrbench.checks import check_int as _check_int
 from attrbench.interfaces import EvalBatch, Metric, SideOutputs, Tolerance
 from attrbench.ops import gaussian_blur
 
@@ -67,20 +68,6 @@ BASELINES: tuple[str, ...] = ("zero", "blur")
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
-
-
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return value
-
-
 def _finite_maps(maps: Tensor) -> Tensor:
     """(N, ...) -> (N,) bool: finite everywhere (every finite map is scored, all-zero ones
     included; only non-finite maps are undefined)."""

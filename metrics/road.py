@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attrbench.checks import check_nonneg as _check_nonneg
 from attrbench.interfaces import EvalBatch, Metric, Tolerance
 from attrbench.metrics.perturbation import (
     SCORES,
@@ -84,13 +85,6 @@ def _check_fractions(fractions: Any) -> tuple[float, ...]:
         raise ValueError("fractions must be a non-empty increasing list of numbers in (0, 1), "
                          f"got {fractions!r}")
     return tuple(float(f) for f in fractions)
-
-
-def _check_nonneg(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or (
-            not math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _shape(x: Any) -> Any:

@@ -274,3 +274,21 @@ def test_metrics_get_the_runners_maps_of_every_class_instead_of_a_second_call():
     metrics = {"class_specificity_diag": ClassSpecificityDiag(thresholds=[0.5])}
     rows = score_batch("a", method, batch, eb.seeds, eb.model, metrics, torch.device("cpu"))
     assert [r["status"] for r in rows] == ["ok"] * 3 and method.calls == 1
+
+
+def test_input_checks_have_one_wording():
+    from attrbench import checks
+
+    assert checks.check_int("steps", 3) == 3 and checks.check_nonneg("noise", 0) == 0.0
+    for fn, args, err, msg in [
+        (checks.check_int, ("steps", 0), ValueError, "steps must be >= 1, got 0"),
+        (checks.check_int, ("steps", True), TypeError, "steps must be an int, got True"),
+        (checks.check_positive, ("sigma", -1.0), ValueError, "sigma must be a positive number"),
+        (checks.check_fraction, ("p", 1.0), ValueError, r"p must be in \(0, 1\), got 1.0"),
+        (checks.check_choice, ("score", "x", ["a"]), ValueError, r"score must be one of \['a'\]"),
+        (checks.check_bool, ("relu", 1), TypeError, "relu must be a bool, got 1"),
+        (checks.check_nonneg, ("noise", float("inf")), ValueError, "finite number >= 0"),
+    ]:
+        with pytest.raises(err, match=msg):
+            fn(*args)
+    assert checks.check_fraction("p", 1.0, closed=True) == 1.0

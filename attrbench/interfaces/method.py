@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_fraction, check_positive
 from ..ops import minmax_rescale
 from ..rundir import clean_json
 from .batch import EvalBatch
@@ -173,20 +174,9 @@ class AttributionMethod:
             self._num_classes = infer_num_classes(self.model)
         return self._num_classes
 
-    @staticmethod
-    def _check_positive(name: str, value: Any, integer: bool = False) -> None:
-        if integer and (not isinstance(value, int) or isinstance(value, bool)):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-    @staticmethod
-    def _check_fraction(name: str, value: Any, closed: bool = False) -> None:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and (0 <= value <= 1 if closed else 0 < value < 1)
-        if not ok:
-            rng = "[0, 1]" if closed else "(0, 1)"
-            raise ValueError(f"{name} must be in {rng}, got {value!r}")
+    # option checks for subclasses (attrbench.checks)
+    _check_positive = staticmethod(check_positive)
+    _check_fraction = staticmethod(check_fraction)
 
     def _validate(self, images: Tensor, targets: Tensor | None) -> None:
         if not isinstance(images, Tensor):
