@@ -38,6 +38,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .rundir import read_json_object as _read_json
+
 __all__ = [
     "BASELINE_FORMAT",
     "BASELINE_SCHEMA",
@@ -48,20 +50,6 @@ __all__ = [
 
 BASELINE_FORMAT = "attrbench-baseline"
 BASELINE_SCHEMA = 2
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
-    if not isinstance(d, dict):
-        # a file with the wrong content: ValueError, like any other bad input of the CLI
-        raise ValueError(  # noqa: TRY004
-            f"{what} {path} must hold a JSON object, got {type(d).__name__}")
-    return d
 
 
 def _run_files(path: str | Path, what: str) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -3,7 +3,9 @@
 * :func:`image_class_pairs` — the (image, ground-truth class) pairs of a multi-hot label batch,
   the unit every method is called on and every per-class metric scores;
 * :func:`minmax_rescale` — per-map min-max rescale to [0, 1];
-* :func:`gaussian_blur` — separable Gaussian blur of image batches.
+* :func:`gaussian_blur` — separable Gaussian blur of image batches;
+* :func:`pair_mean` and :func:`keep_pair_curves` — per-pair values and curves of a batch's
+  (image, class) pairs to per-image values and to a ``{image id: {class: curve}}`` store.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["gaussian_blur", "image_class_pairs", "minmax_rescale"]
+__all__ = ["gaussian_blur", "image_class_pairs", "keep_pair_curves", "minmax_rescale",
+           "pair_mean"]
 
 
 def image_class_pairs(labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -69,3 +72,24 @@ def gaussian_blur(x: Tensor, sigma: float, radius: int | None = None,
     y = F.conv2d(y, k.view(1, 1, 1, -1))
     y = F.conv2d(y, k.view(1, 1, -1, 1))
     return y.reshape(n, c, h, w)
+
+
+def pair_mean(values: Tensor, pair_image: Tensor, batch_size: int) -> Tensor:
+    """(B,) mean of the (P,) per-pair ``values`` over each image's pairs; NaN for an image
+    without pairs, and NaN when one of its pairs is NaN (a failure on one class fails the
+    image)."""
+    pi = pair_image.to(values.device).long()
+    n = torch.zeros(batch_size, device=values.device).index_add_(0, pi, torch.ones_like(values))
+    s = torch.zeros(batch_size, device=values.device).index_add_(0, pi, values)
+    return torch.where(n > 0, s / n.clamp_min(1), torch.full_like(s, math.nan))
+
+
+def keep_pair_curves(store: dict, curves: Tensor, pair_image: Tensor, pair_class: Tensor,
+                     image_ids, seen: int) -> None:
+    """Add the (P, S) per-pair ``curves`` to ``store[image id][class id]`` (lists of floats);
+    images without ids are numbered from ``seen``."""
+    b = int(pair_image.max()) + 1 if pair_image.numel() else 0
+    ids = list(image_ids) if len(image_ids) >= b else [str(seen + i) for i in range(b)]
+    rows = curves.cpu().tolist()
+    for k, (i, c) in enumerate(zip(pair_image.tolist(), pair_class.tolist())):
+        store.setdefault(str(ids[i]), {})[int(c)] = rows[k]

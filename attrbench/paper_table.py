@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .rundir import read_json_object as _read_json
 from .tables import NOT_APPLICABLE, sanity_methods
 from .tables.paper import FORMATS, render
 
@@ -92,19 +93,6 @@ class PaperTable:
 
 
 # ------------------------------------------------------------------------------- reading
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
-    if not isinstance(d, dict):
-        raise ValueError(  # noqa: TRY004 - bad file content, reported like any bad input
-            f"{what} {path} must hold a JSON object, got {type(d).__name__}")
-    return d
-
-
 def load_run(path: str | Path) -> RunData:
     """A run folder (or its ``summary.json``): summary and configuration, both required."""
     p = Path(path)

@@ -22,6 +22,7 @@ A baseline (``attrbench compare --make-baseline``) is :class:`Baseline`. The def
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -44,6 +45,7 @@ __all__ = [
     "Timings",
     "atomic_write_text",
     "clean_json",
+    "read_json_object",
 ]
 
 CONFIG_FILE = "config.json"
@@ -184,3 +186,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``; ``FileNotFoundError`` when it is missing, ``ValueError``
+    (one line naming ``what`` and the path) when it is not valid JSON or not an object."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise ValueError(  # noqa: TRY004 - bad file content, reported like any bad input
+            f"{what} {path} must hold a JSON object, got {type(d).__name__}")
+    return d

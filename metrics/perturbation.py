@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from attrbench.checks import check_choice as _check_choice
 from attrbench.checks import check_int as _check_int
 from attrbench.interfaces import EvalBatch, Metric, SideOutputs, Tolerance
-from attrbench.ops import gaussian_blur
+from attrbench.ops import gaussian_blur, keep_pair_curves, pair_mean
 
 __all__ = [
     "BASELINES",
@@ -425,16 +425,10 @@ class _CurveMetric(Metric):
         hw = int(batch.class_masks.shape[-1] * batch.class_masks.shape[-2])
         auc = curve_auc(curves, self.steps, num_pixels=hw) if curves.shape[0] else curves[:, 0]
         b = batch.batch_size
-        pi = batch.pair_image.to(auc.device).long()
-        n = torch.zeros(b, device=auc.device).index_add_(0, pi, torch.ones_like(auc))
-        s = torch.zeros(b, device=auc.device).index_add_(0, pi, auc)  # NaN propagates
-        vals = torch.where(n > 0, s / n.clamp_min(1), torch.full_like(s, math.nan))
+        vals = pair_mean(auc, batch.pair_image, b)
         if self.keep_curves:
-            ids = list(batch.image_ids) if len(batch.image_ids) == b else \
-                [str(self._seen + i) for i in range(b)]
-            rows = curves.cpu().tolist()
-            for k, (i, c) in enumerate(zip(pi.tolist(), batch.pair_class.tolist())):
-                self.curves.setdefault(str(ids[i]), {})[int(c)] = rows[k]
+            keep_pair_curves(self.curves, curves, batch.pair_image, batch.pair_class,
+                             batch.image_ids if len(batch.image_ids) == b else (), self._seen)
         self._seen += b
         return vals.tolist()
 

@@ -56,6 +56,7 @@ from attrbench.metrics.perturbation import (
     _finite_maps,
     saliency_ranks,
 )
+from attrbench.ops import keep_pair_curves, pair_mean
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -518,16 +519,10 @@ class _ROADMetric(Metric):
         curves, _ = self.pair_curves(batch)
         auc = road_auc(curves) if curves.shape[0] else curves[:, 0]
         b = batch.batch_size
-        pi = batch.pair_image.to(auc.device).long()
-        n = torch.zeros(b, device=auc.device).index_add_(0, pi, torch.ones_like(auc))
-        s = torch.zeros(b, device=auc.device).index_add_(0, pi, auc)  # NaN propagates
-        vals = torch.where(n > 0, s / n.clamp_min(1), torch.full_like(s, math.nan))
+        vals = pair_mean(auc, batch.pair_image, b)
         if self.keep_curves:
-            ids = list(batch.image_ids) if len(batch.image_ids) == b else \
-                [str(self._seen + i) for i in range(b)]
-            rows = curves.cpu().tolist()
-            for k, (i, c) in enumerate(zip(pi.tolist(), batch.pair_class.tolist())):
-                self.road_curves.setdefault(str(ids[i]), {})[int(c)] = rows[k]
+            keep_pair_curves(self.road_curves, curves, batch.pair_image, batch.pair_class,
+                             batch.image_ids if len(batch.image_ids) == b else (), self._seen)
         self._seen += b
         return vals.tolist()
 
