@@ -33,6 +33,27 @@ ALPHA = 0.05
 N_BOOT_PAIRED = 2000
 
 
+#: resamples drawn at a time: the (chunk, n) index tensor stays small however many images a run
+#: has (the draws are the same as one (n_boot, n) call: the generator fills row after row)
+_CHUNK_ELEMENTS = 2**20
+
+
+def _resample_rows(n: int, n_boot: int, g):
+    """The (rows, n) index chunks of ``n_boot`` bootstrap resamples of ``n`` items."""
+    import torch
+
+    step = max(1, _CHUNK_ELEMENTS // max(1, n))
+    for start in range(0, n_boot, step):
+        yield torch.randint(0, n, (min(step, n_boot - start), n), generator=g)
+
+
+def _resampled_means(x, n_boot: int, g):
+    """(n_boot,) means of ``x`` over bootstrap resamples, drawn in chunks."""
+    import torch
+
+    return torch.cat([x[idx].mean(1) for idx in _resample_rows(len(x), n_boot, g)])
+
+
 def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean over images (seeded: summaries are reproducible)."""
@@ -43,8 +64,7 @@ def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0,
         return (math.nan, math.nan)
     x = torch.tensor(vals, dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(vals), (n_boot, len(vals)), generator=g)
-    return _percentiles(x[idx].mean(1), level)
+    return _percentiles(_resampled_means(x, n_boot, g), level)
 
 
 def _percentiles(stats, level: float) -> tuple[float, float]:
@@ -67,9 +87,9 @@ def bootstrap_ci_of(aggregate, values: list[Any], n_boot: int = 1000, seed: int 
     if sum(1 for v in values if v is not None) < 2:
         return (math.nan, math.nan)
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(values), (n_boot, len(values)), generator=g).tolist()
-    stats = torch.tensor([aggregate([values[i] for i in row]) for row in idx],
-                         dtype=torch.float64)
+    stats = torch.tensor([aggregate([values[i] for i in row])
+                          for idx in _resample_rows(len(values), n_boot, g)
+                          for row in idx.tolist()], dtype=torch.float64)
     return _percentiles(stats, level)
 
 
@@ -122,8 +142,7 @@ def paired_bootstrap(
     if n < 2:
         return {"diff": diff, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "n": n}
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (n_boot, n), generator=g)
-    means = d[idx].mean(1)
+    means = _resampled_means(d, n_boot, g)
     # exact ties at 0 (identical methods) count on both sides
     eps = 1e-12 * max(1.0, float(d.abs().max()))
     le = int((means <= eps).sum())
