@@ -52,14 +52,7 @@ def f1_curve_from_rows(rows: Iterable[Mapping[str, Any]], key: str = "f1_curve",
     if thresholds is None:
         from .metrics.localization import F1_CURVE_THRESHOLDS as thresholds
     per: dict[str, list[list[float]]] = {}
-    for r in rows:
-        if r.get("status", "ok") != "ok":
-            continue
-        c = (r.get("scores") or {}).get(key)
-        if c is None:
-            continue
-        if isinstance(c, Mapping):  # per-class curves: average the classes
-            c = _mean_of_lists(list(c.values()))
+    for r, c in _row_curves(rows, key):
         if len(c) != len(thresholds):
             raise ValueError(
                 f"scores['{key}'] of image {r.get('image_id')!r} ({r.get('method')}) has "
@@ -79,6 +72,20 @@ def f1_curve_from_rows(rows: Iterable[Mapping[str, Any]], key: str = "f1_curve",
     return out
 
 
+def _row_curves(rows: Iterable[Mapping[str, Any]], key: str):
+    """``(row, curve)`` of the ok rows that have ``scores[key]``; a per-class dict of curves is
+    averaged over its classes first."""
+    for r in rows:
+        if r.get("status", "ok") != "ok":
+            continue
+        c = (r.get("scores") or {}).get(key)
+        if c is None:
+            continue
+        if isinstance(c, Mapping):
+            c = _mean_of_lists(list(c.values()))
+        yield r, c
+
+
 def _mean_of_lists(lists: list[Sequence[Any]]) -> list[float]:
     arr = np.asarray(
         [[math.nan if v is None else float(v) for v in c] for c in lists], dtype=np.float64
@@ -95,14 +102,7 @@ def curves_from_rows(rows: Iterable[Mapping[str, Any]], key: str) -> dict[str, d
     must all have the same length. Returns ``{method: {"x", "mean", "low", "high", "n"}}``.
     """
     per: dict[str, list[list[float]]] = {}
-    for r in rows:
-        if r.get("status", "ok") != "ok":
-            continue
-        c = (r.get("scores") or {}).get(key)
-        if c is None:
-            continue
-        if isinstance(c, Mapping):
-            c = _mean_of_lists(list(c.values()))
+    for r, c in _row_curves(rows, key):
         if not isinstance(c, (list, tuple)) or len(c) < 2:
             raise ValueError(
                 f"scores[{key!r}] of image {r.get('image_id')!r} must be a list of "
